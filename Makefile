@@ -1,0 +1,60 @@
+# kernsplit — the two contract commands are `sudo make demo` and `sudo make test`.
+# Both start with `install`, which works on a fresh Debian 12 / Ubuntu 22.04+ machine as root.
+
+SHELL      := /bin/bash
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PYTHON     ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+                command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+                && { echo $$p; break; }; done)
+APT_PKGS   := iptables nftables iproute2 util-linux gcc python3-bpfcc libbpfcc linux-libc-dev bpftool \
+              python3-venv ca-certificates
+# Commands whose presence tells that the packages above are installed.
+NEEDED_CMDS := iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ip nsenter gcc bpftool
+BCC_DIR    := /usr/lib/python3/dist-packages/bcc
+
+.PHONY: install system-packages venv demo test unit kernel bench lint clean
+
+install: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=0; for c in $(NEEDED_CMDS); do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	[ -d $(BCC_DIR) ] || missing=1; \
+	[ -n "$(PYTHON)" ] || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  echo ">> installing system packages: $(APT_PKGS)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	  if [ -z "$$(for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; done)" ]; then \
+	    apt-get install -y -qq python3.11 python3.11-venv >/dev/null; fi; \
+	fi
+
+# The venv sees Debian's BCC package only (never `pip install bcc`: that PyPI name is unrelated):
+# a folder holding one symlink to the distribution's bcc, named by a .pth file.
+$(VENV)/.installed: pyproject.toml
+	@py="$(PYTHON)"; [ -n "$$py" ] || py=python3.11; \
+	$$py -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	@mkdir -p $(VENV)/bcc-site && ln -sfn $(BCC_DIR) $(VENV)/bcc-site/bcc
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	echo "$(abspath $(VENV))/bcc-site" > $$site/kernsplit-distro-bcc.pth
+	@touch $@
+
+demo: install
+	$(VENV)/bin/kernsplit lab demo
+
+test: install
+	$(PY) -m pytest -q -ra tests
+
+unit: install
+	$(PY) -m pytest -q -ra tests/unit
+
+kernel: install
+	$(PY) -m pytest -q -ra tests/kernel
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

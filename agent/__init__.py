@@ -1,0 +1,1 @@
+"""kernsplit agent: the configuration model, the dataplanes and the node agent."""

@@ -1,0 +1,1 @@
+"""iptables: the one place that runs iptables-save / iptables-restore (legacy or nft backend)."""

@@ -1,0 +1,68 @@
+"""Structured reading of iptables-save text (observed state), for reconcilers and `show`.
+
+Decisions are made on parsed chains and rules, never on regexes over the whole text.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SavedRule:
+    chain: str
+    args: tuple[str, ...]          # everything after "-A CHAIN", shell-split
+    packets: int | None = None     # with `iptables-save -c`
+    bytes: int | None = None
+
+    @property
+    def comment(self) -> str | None:
+        args = self.args
+        for i, a in enumerate(args[:-1]):
+            if a == "--comment":
+                return args[i + 1]
+        return None
+
+    @property
+    def target(self) -> str | None:
+        args = self.args
+        for i, a in enumerate(args[:-1]):
+            if a in ("-j", "-g"):
+                return args[i + 1]
+        return None
+
+
+@dataclass
+class SavedTable:
+    name: str
+    chains: dict[str, str] = field(default_factory=dict)   # chain -> policy ("-" for user chains)
+    rules: list[SavedRule] = field(default_factory=list)
+
+    def rules_of(self, chain: str) -> list[SavedRule]:
+        return [r for r in self.rules if r.chain == chain]
+
+
+def parse_save(text: str) -> dict[str, SavedTable]:
+    tables: dict[str, SavedTable] = {}
+    current: SavedTable | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], SavedTable(line[1:]))
+            continue
+        if current is None or line == "COMMIT":
+            continue
+        packets = nbytes = None
+        if line.startswith("["):  # counters, from `iptables-save -c`: [pkts:bytes] -A ...
+            head, _, line = line.partition("] ")
+            p, _, b = head[1:].partition(":")
+            packets, nbytes = int(p), int(b)
+        if line.startswith(":"):
+            parts = line[1:].split()
+            current.chains[parts[0]] = parts[1] if len(parts) > 1 else "-"
+        elif line.startswith("-A "):
+            words = shlex.split(line)
+            current.rules.append(SavedRule(words[1], tuple(words[2:]), packets, nbytes))
+    return tables

@@ -1,0 +1,1 @@
+"""proxy-init: transparent interception of a pod's TCP traffic (init container)."""
