@@ -1,0 +1,157 @@
+"""The thin executor: read the nat table, ask the planner, run one iptables-restore per family.
+
+Atomicity: each family is one `iptables-restore --noflush` transaction. When a later family fails,
+the families already changed in this run are put back to what they held before (a second
+transaction computed by the same planner), so a failed run leaves no half-applied interception.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.iptables import exec as ipt
+from agent.iptables.exec import Backend, Family, IptablesError
+from agent.iptables.saved import SavedTable, parse_save
+from init import plan
+from init.config import InitConfig
+from init.namespace import has_ipv6
+
+VERSION = {Family.V4: 4, Family.V6: 6}
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    family: Family
+    backend: Backend
+    backend_reason: str
+    observed: SavedTable | None
+    text: str | None           # iptables-restore input; None when the kernel already matches
+
+    def command(self) -> str:
+        return f"{ipt.binary('restore', self.backend, self.family)} --noflush"
+
+
+def families(cfg: InitConfig, log: logging.Logger) -> list[Family]:
+    if cfg.ipv6 is not None:
+        return [Family.V4, Family.V6] if cfg.ipv6 else [Family.V4]
+    try:
+        six = has_ipv6(cfg.netns)
+    except OSError as exc:     # cannot enter the namespace (e.g. --simulate without root)
+        log.warning("cannot tell whether the namespace has IPv6 (%s); IPv6 rules left out", exc)
+        return [Family.V4]
+    log.info("IPv6 %s: %s", "enabled" if six else "disabled",
+             "an interface other than lo has an IPv6 address" if six else "no IPv6 address besides ::1")
+    return [Family.V4, Family.V6] if six else [Family.V4]
+
+
+def _plain_backend(binary: str | None) -> tuple[Backend, str]:
+    """--iptables-mode plain: whatever backend the distribution's `iptables` binary uses."""
+    tool = binary or shutil.which("iptables") or "iptables"
+    try:
+        out = subprocess.run([tool, "-V"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    if "nf_tables" in out:
+        return Backend.NFT, f"plain mode: {tool} uses nf_tables"
+    return Backend.LEGACY, f"plain mode: {tool} is legacy"
+
+
+def resolve_backend(cfg: InitConfig, family: Family, firewall_bin: str | None = None) -> tuple[Backend, str]:
+    if cfg.iptables_mode == "legacy":
+        return Backend.LEGACY, "--iptables-mode legacy"
+    if cfg.iptables_mode == "nft":
+        return Backend.NFT, "--iptables-mode nft"
+    if cfg.iptables_mode == "plain":
+        return _plain_backend(firewall_bin)
+    return ipt.detect_backend(cfg.netns, family)
+
+
+def read_nat(netns, backend: Backend, family: Family) -> SavedTable | None:
+    # No `-t nat`: with the legacy backend that would instantiate the nat table in the namespace
+    # (changing what `iptables-save` shows) just by looking.
+    return parse_save(ipt.save(netns, backend, family)).get(plan.TABLE)
+
+
+def make_plans(cfg: InitConfig, fams: Sequence[Family], log: logging.Logger, *, cleanup: bool = False,
+               firewall_bin: str | None = None, tolerate_unreadable: bool = False) -> list[FamilyPlan]:
+    plans = []
+    for family in fams:
+        for backend, reason in _backends(cfg, family, cleanup, firewall_bin):
+            plans.append(_plan_one(cfg, family, backend, reason, log, cleanup, tolerate_unreadable))
+    return plans
+
+
+def _backends(cfg: InitConfig, family: Family, cleanup: bool, firewall_bin: str | None):
+    if cleanup and cfg.iptables_mode == "auto":
+        # Our rules may sit in either backend (e.g. applied before foreign legacy rules appeared):
+        # cleanup looks in both rather than guess.
+        return [(Backend.LEGACY, "cleanup looks at both backends"), (Backend.NFT, "cleanup looks at both backends")]
+    return [resolve_backend(cfg, family, firewall_bin)]
+
+
+def _plan_one(cfg: InitConfig, family: Family, backend: Backend, reason: str, log: logging.Logger,
+              cleanup: bool, tolerate_unreadable: bool) -> FamilyPlan:
+    log.info("%s: using iptables-%s (%s)", family.value, backend.value, reason,
+             extra={"family": family.value, "backend": backend.value})
+    try:
+        observed = read_nat(cfg.netns, backend, family)
+    except IptablesError as exc:
+        if not tolerate_unreadable:
+            raise
+        log.warning("%s: cannot read the current rules (%s); planning against an empty table",
+                    family.value, exc)
+        observed = None
+    desired = None if cleanup else plan.desired_ruleset(cfg, VERSION[family])
+    return FamilyPlan(family, backend, reason, observed, plan.reconcile(desired, observed))
+
+
+def _restore(cfg: InitConfig, p: FamilyPlan, text: str) -> None:
+    ipt.restore(cfg.netns, p.backend, p.family, text, noflush=True, wait=cfg.use_wait_flag)
+
+
+def execute(cfg: InitConfig, plans: Sequence[FamilyPlan], log: logging.Logger) -> int:
+    """Apply the plans in order; on failure roll the already changed families back, then raise.
+    Returns how many families were changed."""
+    done: list[FamilyPlan] = []
+    for p in plans:
+        if p.text is None:
+            log.info("%s: rules already in place, nothing changed", p.family.value,
+                     extra={"family": p.family.value, "changed": False})
+            continue
+        try:
+            _restore(cfg, p, p.text)
+        except IptablesError:
+            _roll_back(cfg, done, log)
+            raise
+        done.append(p)
+        log.info("%s: applied with one %s", p.family.value, p.command(),
+                 extra={"family": p.family.value, "changed": True})
+    return len(done)
+
+
+def _roll_back(cfg: InitConfig, done: Sequence[FamilyPlan], log: logging.Logger) -> None:
+    for p in reversed(done):
+        try:
+            now = read_nat(cfg.netns, p.backend, p.family)
+            text = plan.reconcile(plan.ruleset_from_observed(p.observed), now)
+            if text is not None:
+                _restore(cfg, p, text)
+            log.warning("%s: rolled back to the rules in place before this run", p.family.value)
+        except IptablesError as exc:
+            log.error("%s: roll-back failed, rules of this run may remain: %s", p.family.value, exc)
+
+
+def cleanup_families(cfg: InitConfig) -> list[Family]:
+    """--cleanup removes ours from both families, whatever --ipv6 says: leftovers must go."""
+    return [Family.V4, Family.V6]
+
+
+def firewall_state(netns, backend: Backend, family: Family) -> str:
+    """`iptables-save` without counters or timestamps: what a user compares before and after."""
+    return "".join(line + "\n" for line in ipt.save(netns, backend, family).splitlines()
+                   if not line.startswith("#"))
+
+

@@ -1,0 +1,116 @@
+"""`proxy-init` / `kernsplit init`: linkerd2-proxy-init's flags, kernsplit's guarantees.
+
+Flags are validated into a frozen InitConfig before anything is read or written; a bad flag is a
+usage error (exit 2) and the namespace is untouched. Exit 1: applying or --validate failed.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from agent.iptables.exec import IptablesError
+from init import apply
+from init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
+from init.logs import make_logger
+from init.namespace import set_close_wait_timeout
+from init.validate import validate
+
+_PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-p", "--incoming-proxy-port", default="4143", show_default=True,
+              help="port the proxy listens on for inbound traffic")
+@click.option("-o", "--outgoing-proxy-port", default="4140", show_default=True,
+              help="port the proxy listens on for outbound traffic")
+@click.option("-u", "--proxy-uid", default="2102", show_default=True,
+              help="uid the proxy runs as: its traffic is not redirected (-1: none)")
+@click.option("-g", "--proxy-gid", default=None, help="gid the proxy runs as: its traffic is not redirected")
+@click.option("-r", "--ports-to-redirect", multiple=True,
+              help=f"inbound ports to redirect (default: all TCP); {_PORTS_HELP}")
+@click.option("--inbound-ports-to-ignore", multiple=True, help=f"inbound ports not redirected; {_PORTS_HELP}")
+@click.option("--outbound-ports-to-ignore", multiple=True, help=f"outbound ports not redirected; {_PORTS_HELP}")
+@click.option("--subnets-to-ignore", multiple=True,
+              help="CIDRs not redirected, both directions (inbound by source, outbound by destination); "
+                   "comma list, may be repeated")
+@click.option("--ipv6/--no-ipv6", default=None,
+              help="also program ip6tables (default: on when the namespace has an IPv6 address besides ::1)")
+@click.option("--iptables-mode", type=click.Choice(IPTABLES_MODES), default="auto", show_default=True,
+              help="auto: legacy if legacy rules exist, else nft if it works, else legacy")
+@click.option("--firewall-bin-path", default=None, help="accepted for linkerd compatibility (used by plain mode)")
+@click.option("--firewall-save-bin-path", default=None, help="accepted for linkerd compatibility")
+@click.option("--netns", default=None, help="network namespace: a name under /var/run/netns or a path")
+@click.option("--simulate", "--dry-run", "simulate", is_flag=True,
+              help="print the iptables-restore input per family; change nothing")
+@click.option("-w", "--use-wait-flag", is_flag=True, help="pass --wait to iptables-restore")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="plain", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "warning", "error"],
+                                               case_sensitive=False), default="info", show_default=True)
+@click.option("--mode", default="iptables", show_default=True, help=f"one of {', '.join(MODES)}")
+@click.option("--cleanup", is_flag=True, help="remove our chains and jumps (both families); nothing else")
+@click.option("--validate", "validate_after", is_flag=True,
+              help="after applying, prove an outbound connection is redirected (SO_ORIGINAL_DST)")
+@click.option("--validate-only", is_flag=True, help="only prove interception works; apply nothing")
+@click.option("--timeout-close-wait-secs", default="0", show_default=True,
+              help="conntrack CLOSE_WAIT timeout set in the namespace (0: leave the kernel default)")
+def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_to_redirect,
+         inbound_ports_to_ignore, outbound_ports_to_ignore, subnets_to_ignore, ipv6, iptables_mode,
+         firewall_bin_path, firewall_save_bin_path, netns, simulate, use_wait_flag, log_format, log_level,
+         mode, cleanup, validate_after, validate_only, timeout_close_wait_secs):
+    """Redirect a pod's TCP traffic to its local proxy (drop-in for linkerd2-proxy-init)."""
+    try:
+        cfg = build_config(
+            incoming_proxy_port=incoming_proxy_port, outgoing_proxy_port=outgoing_proxy_port,
+            proxy_uid=proxy_uid, proxy_gid=proxy_gid, ports_to_redirect=ports_to_redirect,
+            inbound_ports_to_ignore=inbound_ports_to_ignore, outbound_ports_to_ignore=outbound_ports_to_ignore,
+            subnets_to_ignore=subnets_to_ignore, ipv6=ipv6, iptables_mode=iptables_mode, netns=netns,
+            use_wait_flag=use_wait_flag, timeout_close_wait_secs=timeout_close_wait_secs, mode=mode)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if cleanup and (validate_after or validate_only):
+        raise click.UsageError("--cleanup cannot be combined with --validate/--validate-only")
+    log = make_logger(log_format, log_level)
+    if firewall_save_bin_path or (firewall_bin_path and iptables_mode != "plain"):
+        log.info("--firewall-bin-path/--firewall-save-bin-path accepted; the restore binary is chosen "
+                 "per backend (iptables-<legacy|nft>-restore)")
+
+    if validate_only:
+        _finish_validation(cfg, log)
+        return
+    fams = apply.cleanup_families(cfg) if cleanup else apply.families(cfg, log)
+    try:
+        plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin_path,
+                                 tolerate_unreadable=simulate)
+        if simulate:
+            _print_plans(plans)
+            return
+        apply.execute(cfg, plans, log)
+    except IptablesError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    if cleanup:
+        log.info("cleanup done: kernsplit proxy-init chains and jumps removed")
+        return
+    if cfg.timeout_close_wait_secs:
+        set_close_wait_timeout(cfg.netns, cfg.timeout_close_wait_secs)
+        log.info("conntrack CLOSE_WAIT timeout set to %ss", cfg.timeout_close_wait_secs)
+    if validate_after:
+        _finish_validation(cfg, log)
+
+
+def _print_plans(plans) -> None:
+    for p in plans:
+        if p.text is None:
+            click.echo(f"# {p.family.value}: iptables-{p.backend.value} already up to date; nothing to apply")
+        else:
+            click.echo(f"# {p.family.value}: input for {p.command()}")
+            click.echo(p.text, nl=False)
+
+
+def _finish_validation(cfg, log) -> None:
+    result = validate(cfg)
+    if not result.ok:
+        log.error("%s", result.message)
+        sys.exit(1)
+    log.info("%s", result.message)
