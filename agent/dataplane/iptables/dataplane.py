@@ -1,0 +1,182 @@
+"""IptablesDataplane: the executor that makes a namespace's iptables match the plan.
+
+All decisions are made by the pure modules (plan, diff, render, observe); this class only reads the
+kernel with iptables-save and writes with one `iptables-restore --noflush` per family.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from agent.dataplane.base import ObservedSplit, SyncResult
+from agent.dataplane.iptables import comments, names
+from agent.dataplane.iptables.diff import Changes, diff, owned
+from agent.dataplane.iptables.observe import observe_tables
+from agent.dataplane.iptables.plan import plan
+from agent.dataplane.iptables.render import render_changes
+from agent.dataplane.iptables.ruleset import Ruleset
+from agent.iptables import exec as ipt
+from agent.iptables.exec import Backend, Family, IptablesError
+from agent.iptables.saved import parse_save
+from agent.model.resolved import SplitPort
+
+log = logging.getLogger("kernsplit.dataplane.iptables")
+
+MODES = ("auto", "legacy", "nft")
+FAMILIES = (Family.V4, Family.V6)
+
+
+def _entry_keys(rs: Ruleset) -> dict[tuple[str, int], tuple[str, ...]]:
+    """(cluster ip, port) -> entry rule args, for every split port in a ruleset."""
+    keys = {}
+    for table in rs.tables:
+        for chain in table.chains:
+            if chain.name not in (names.SERVICES, names.REJECT):
+                continue
+            for rule in chain.rules:
+                meta = next((m for m in map(comments.parse, comments.all_comments(rule.args))
+                             if m and "root" in m), None)
+                if meta:
+                    keys[(meta.get("ip", ""), int(meta.get("port", 0)))] = rule.args
+    return keys
+
+
+def _chains_of(rs: Ruleset, top_args: tuple[str, ...]) -> set[str]:
+    """The SVC chain an entry rule jumps to and the SEP chains behind it."""
+    nat = rs.table("nat")
+    target = top_args[top_args.index("-j") + 1] if "-j" in top_args else ""
+    svc = nat.chain(target) if nat else None
+    if svc is None:
+        return set()
+    return {svc.name, *(r.target for r in svc.rules if r.target)}
+
+
+class IptablesDataplane:
+    name = "iptables"
+
+    def __init__(self, netns: str | os.PathLike | None = None, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown iptables mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.netns = netns
+        self.mode = mode
+        self._backend: Backend | None = None if mode == "auto" else Backend(mode)
+        # What the kernel holds after our last successful sync, per family: lets a sync that is
+        # not `full` skip reading the kernel. Dropped whenever a write fails.
+        self._known: dict[Family, Ruleset] = {}
+
+    # -- backend -------------------------------------------------------------------------------
+
+    def _ours_with(self, backend: Backend) -> bool:
+        for fam in FAMILIES:
+            try:
+                rs = owned(fam, parse_save(ipt.save(self.netns, backend, fam)))
+            except IptablesError:
+                continue
+            if rs.tables:
+                return True
+        return False
+
+    @property
+    def backend(self) -> Backend:
+        """Chosen once per instance: where our chains already are (a restarted agent adopts them),
+        else proxy-init's rule (legacy if legacy rules exist, else nft if it works)."""
+        if self._backend is None:
+            found = next((b for b in (Backend.NFT, Backend.LEGACY) if self._ours_with(b)), None)
+            if found is not None:
+                self._backend, why = found, "kernsplit chains already present there"
+            else:
+                self._backend, why = ipt.detect_backend(self.netns)
+            log.info("iptables backend %s for netns %s: %s", self._backend.value,
+                     self.netns or "(current)", why)
+        return self._backend
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, family: Family, backend: Backend | None = None) -> Ruleset | None:
+        """Our part of the kernel's tables; None when this family's iptables is unusable."""
+        try:
+            text = ipt.save(self.netns, backend or self.backend, family)
+        except IptablesError as exc:
+            log.debug("cannot read %s tables: %s", family.value, exc)
+            return None
+        return owned(family, parse_save(text))
+
+    # -- Dataplane protocol --------------------------------------------------------------------
+
+    def sync(self, desired: Sequence[SplitPort], *, full: bool = False) -> SyncResult:
+        written = removed = unchanged = 0
+        for fam in FAMILIES:
+            want = plan(desired, fam)
+            have = None if full else self._known.get(fam)
+            if have is None:
+                have = self._read(fam)
+            if have is None:
+                if want.tables:
+                    raise IptablesError(f"cannot read {fam.value} iptables in netns "
+                                        f"{self.netns or '(current)'}, but {fam.value} splits are configured")
+                continue
+            changes = self._apply(fam, want, have)
+            w, r, u = self._count(want, have, changes)
+            written, removed, unchanged = written + w, removed + r, unchanged + u
+        return SyncResult(written=written, removed=removed, unchanged=unchanged)
+
+    def _apply(self, fam: Family, want: Ruleset, have: Ruleset) -> Changes:
+        changes = diff(want, have)
+        if changes.empty:
+            self._known[fam] = want
+            return changes
+        try:
+            ipt.restore(self.netns, self.backend, fam, render_changes(changes))
+        except IptablesError as exc:
+            # Our picture of the kernel was wrong (someone changed it): re-read, retry once.
+            self._known.pop(fam, None)
+            log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
+            have = self._read(fam) or Ruleset(fam, ())
+            changes = diff(want, have)
+            if not changes.empty:
+                ipt.restore(self.netns, self.backend, fam, render_changes(changes))
+        self._known[fam] = want
+        return changes
+
+    @staticmethod
+    def _count(want: Ruleset, have: Ruleset, changes: Changes) -> tuple[int, int, int]:
+        want_keys, have_keys = _entry_keys(want), _entry_keys(have)
+        rewritten = changes.written()
+        written = unchanged = 0
+        for key, args in want_keys.items():
+            if have_keys.get(key) == args and not (_chains_of(want, args) & rewritten):
+                unchanged += 1
+            else:
+                written += 1
+        return written, len(set(have_keys) - set(want_keys)), unchanged
+
+    def _backends_to_scan(self) -> tuple[Backend, ...]:
+        return (Backend.NFT, Backend.LEGACY) if self.mode == "auto" else (Backend(self.mode),)
+
+    def cleanup(self) -> None:
+        for backend in self._backends_to_scan():
+            for fam in FAMILIES:
+                have = self._read(fam, backend)
+                if have is None or not have.tables:
+                    continue
+                changes = diff(Ruleset(fam, ()), have)
+                ipt.restore(self.netns, backend, fam, render_changes(changes))
+                log.info("removed kernsplit chains (%s, %s)", backend.value, fam.value)
+        self._known.clear()
+
+    def installed(self) -> bool:
+        return any(self._ours_with(b) for b in self._backends_to_scan())
+
+    def observe(self) -> list[ObservedSplit]:
+        found: list[ObservedSplit] = []
+        for backend in self._backends_to_scan():
+            for fam in FAMILIES:
+                try:
+                    text = ipt.save(self.netns, backend, fam, counters=True)
+                except IptablesError:
+                    continue
+                found += observe_tables(parse_save(text))
+            if found:   # one backend holds our rules; do not report a stale copy twice
+                break
+        return found

@@ -1,0 +1,63 @@
+"""Reading our splits back from `iptables-save -c` output, for `kernsplit show`. Pure.
+
+Everything comes from the kernel: the entry rule's comments give root, split and configured
+backends; the connection count of a backend is the sum of the packet counters of the DNAT rules in
+its SEP chains (the nat table sees only the first packet of each connection, so packets = connections).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from fractions import Fraction
+
+from agent.dataplane.base import ObservedBackend, ObservedSplit
+from agent.dataplane.iptables import comments, names
+from agent.iptables.saved import SavedRule, SavedTable
+
+DATAPLANE = "iptables"
+
+
+def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Counter) -> ObservedSplit | None:
+    """An entry rule (root metadata) and the rules holding its backend metadata."""
+    parsed = [comments.parse(c) for r in (rule, *metadata) for c in comments.all_comments(r.args)]
+    root = next((p for p in parsed if p and "root" in p), None)
+    if root is None:
+        return None
+    backends = tuple(
+        ObservedBackend(service=p["backend"], weight=int(p.get("weight", 0)),
+                        share=Fraction(p.get("share", "0")), connections=counts.get(p["backend"], 0))
+        for p in parsed if p and "backend" in p)
+    namespace, _, service = root["root"].partition("/")
+    split = root.get("split", "").partition("/")[2]
+    return ObservedSplit(dataplane=DATAPLANE, namespace=namespace, service=service, split=split,
+                         cluster_ip=root.get("ip", ""), port=int(root.get("port", 0)),
+                         refuse=refuse, backends=backends)
+
+
+def _counts(nat: SavedTable, svc_chain: str) -> Counter:
+    """Connections per backend name, summed over the SEP chains this SVC chain jumps to."""
+    counts: Counter = Counter()
+    for choice in nat.rules_of(svc_chain):
+        for dnat in nat.rules_of(choice.target or ""):
+            meta = comments.parse(dnat.comment)
+            if meta and "backend" in meta and dnat.target == "DNAT":
+                counts[meta["backend"]] += dnat.packets or 0
+    return counts
+
+
+def observe_tables(saved: dict[str, SavedTable]) -> list[ObservedSplit]:
+    found: list[ObservedSplit] = []
+    nat = saved.get("nat")
+    if nat is not None:
+        for rule in nat.rules_of(names.SERVICES):
+            svc = rule.target or ""
+            metadata = [r for r in nat.rules_of(svc) if r.target is None]
+            split = _split(rule, metadata, False, _counts(nat, svc))
+            if split:
+                found.append(split)
+    flt = saved.get("filter")
+    if flt is not None:
+        for rule in flt.rules_of(names.REJECT):
+            split = _split(rule, [], True, Counter())
+            if split:
+                found.append(split)
+    return found

@@ -1,0 +1,41 @@
+"""Rendering changes as `iptables-restore --noflush` input (one transaction per table).
+
+With --noflush, declaring `:CHAIN - [0:0]` creates the chain or flushes it if it exists, so a
+rewritten chain is replaced whole inside the same commit. Order inside a table: declare every chain
+we write or delete, fill the written ones, add/delete jumps, then `-X` the deleted chains (their
+referrers were flushed or deleted above in the same transaction).
+"""
+from __future__ import annotations
+
+from agent.dataplane.iptables.diff import Changes, diff
+from agent.dataplane.iptables.ruleset import Rule, Ruleset
+
+
+def _quote(arg: str) -> str:
+    if arg and not any(ch.isspace() or ch in "\"'\\" for ch in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line(op: str, rule: Rule) -> str:
+    return " ".join([op, rule.chain, *(_quote(a) for a in rule.args)])
+
+
+def render_changes(changes: Changes) -> str:
+    out: list[str] = []
+    for t in changes.tables:
+        out.append(f"*{t.name}")
+        out += [f":{c.name} - [0:0]" for c in t.write]
+        out += [f":{name} - [0:0]" for name in t.delete]
+        for c in t.write:
+            out += [_line("-A", r) for r in c.rules]
+        out += [_line("-D", r) for r in t.del_jumps]
+        out += [_line("-A", r) for r in t.add_jumps]
+        out += [f"-X {name}" for name in t.delete]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n" if out else ""
+
+
+def render_full(ruleset: Ruleset) -> str:
+    """The whole ruleset, as it would be applied to a namespace holding nothing of ours."""
+    return render_changes(diff(ruleset, Ruleset(ruleset.family, ())))

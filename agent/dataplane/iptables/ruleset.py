@@ -1,0 +1,53 @@
+"""The iptables plan as frozen data: tables of our chains, plus the jumps into them.
+
+A rule is its argument vector after `-A CHAIN` (already split, never a shell string), so a planned
+rule and a rule read back with `agent.iptables.saved.parse_save` compare as plain tuples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.iptables.exec import Family
+
+PREFIX = "KS-"
+OWNER = "kernsplit"
+
+
+@dataclass(frozen=True)
+class Rule:
+    chain: str
+    args: tuple[str, ...]
+
+    @property
+    def target(self) -> str | None:
+        for i, a in enumerate(self.args[:-1]):
+            if a in ("-j", "-g"):
+                return self.args[i + 1]
+        return None
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Our chains in one table, and the jump rules built-in chains need to reach them."""
+    name: str
+    chains: tuple[Chain, ...]
+    jumps: tuple[Rule, ...]          # rules in built-in chains (OUTPUT, PREROUTING, ...)
+
+    def chain(self, name: str) -> Chain | None:
+        return next((c for c in self.chains if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Everything we want in one address family's tables. Tables absent here hold nothing of ours."""
+    family: Family
+    tables: tuple[Table, ...]
+
+    def table(self, name: str) -> Table | None:
+        return next((t for t in self.tables if t.name == name), None)

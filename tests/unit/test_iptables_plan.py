@@ -1,0 +1,160 @@
+"""The iptables planner and renderer, without a kernel: golden restore texts, structure, exact math.
+
+Refresh the golden files after an intended change with KS_UPDATE_GOLDEN=1.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from agent.dataplane.iptables import plan, render_full
+from agent.dataplane.iptables import names, probability
+from agent.dataplane.iptables.observe import observe_tables
+from agent.dataplane.iptables.ruleset import Ruleset
+from agent.iptables.exec import Family
+from agent.iptables.saved import parse_save
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+
+GOLDEN = Path(__file__).parent / "golden" / "dataplane"
+
+
+def split_port(weights: dict[str, int], endpoints: dict[str, list[str]], *, ip="10.100.200.30",
+               port=80, service="my-app", split="my-app-split", ep_port=8080) -> SplitPort:
+    """A resolved split as the model would hand it over: endpoints share their backend's weight."""
+    live = {b: w for b, w in weights.items() if w and endpoints.get(b)}
+    total = sum(live.values())
+    eps = []
+    for b in sorted(live):
+        for ip_ in endpoints[b]:
+            eps.append(WeightedEndpoint(b, Endpoint(ip_, ep_port), Fraction(live[b], total * len(endpoints[b]))))
+    backends = tuple(BackendShare(b, w, Fraction(live[b], total) if b in live else Fraction(0), bool(endpoints.get(b)))
+                     for b, w in weights.items())
+    return SplitPort("default", service, split, "TrafficSplit", ip, port, "http", "TCP",
+                     tuple(sorted(eps, key=lambda e: (e.backend, e.endpoint))), backends)
+
+
+SEED = split_port({"my-app-v1": 900, "my-app-v2": 100},
+                  {"my-app-v1": ["10.1.0.1", "10.1.0.2", "10.1.0.3"], "my-app-v2": ["10.1.0.4", "10.1.0.5", "10.1.0.6"]})
+SEVENTY = split_port({"a": 70, "b": 30, "c": 0}, {"a": ["10.1.1.1"], "b": ["10.1.1.2"], "c": ["10.1.1.3"]},
+                     ip="10.100.200.31", service="three")
+TEN = split_port({f"b{i}": 1 for i in range(10)}, {f"b{i}": [f"10.1.2.{i + 1}"] for i in range(10)},
+                 ip="10.100.200.32", service="ten")
+REFUSE = split_port({"gone": 1}, {}, ip="10.100.200.33", service="empty")
+V6 = split_port({"v1": 900, "v2": 100}, {"v1": ["fd00:1::1"], "v2": ["fd00:1::2"]}, ip="fd00:200::30",
+                service="six")
+
+CASES = {
+    "seed-90-10": ([SEED], Family.V4),
+    "70-30-0": ([SEVENTY], Family.V4),
+    "ten-equal": ([TEN], Family.V4),
+    "refuse": ([REFUSE], Family.V4),
+    "mixed": ([SEED, REFUSE, V6], Family.V4),
+    "ipv6": ([V6, SEED], Family.V6),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_ruleset_matches_golden(case):
+    ports, family = CASES[case]
+    text = render_full(plan(ports, family))
+    path = GOLDEN / f"{case}.golden"
+    if os.environ.get("KS_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_jump_target_exists_and_names_fit(case):
+    ports, family = CASES[case]
+    rs = plan(ports, family)
+    builtin = {"nat": {"PREROUTING", "OUTPUT"}, "filter": {"INPUT", "FORWARD", "OUTPUT"}}
+    standard = {"DNAT", "REJECT", "RETURN", "ACCEPT"}
+    for table in rs.tables:
+        declared = {c.name for c in table.chains}
+        for c in table.chains:
+            assert c.name.startswith("KS-") and len(c.name) <= 28
+            for r in c.rules:
+                # a rule without target only carries show's metadata (first rule of a SVC chain)
+                assert r.target in declared | standard or (r.target is None and r is c.rules[0]), (c.name, r)
+                assert any(a.startswith("kernsplit") for a in r.args), "every rule carries our comment"
+        for j in table.jumps:
+            assert j.chain in builtin[table.name] and j.target in declared
+
+
+def test_weight_zero_and_excluded_backends_get_no_rule():
+    text = render_full(plan([SEVENTY]))
+    assert "10.1.1.3" not in text
+    assert "backend=c weight=0 share=0" in text   # still recorded for show
+
+
+def _kernel_shares(rs: Ruleset) -> list[Fraction]:
+    """Per-endpoint shares the kernel will realise, from the rendered probabilities."""
+    svc = next(c for c in rs.table("nat").chains if c.name.startswith("KS-SVC-"))
+    shares, left = [], Fraction(1)
+    for r in svc.rules[1:]:    # the first rule holds metadata only
+        if "--probability" in r.args:
+            t = round(Fraction(r.args[r.args.index("--probability") + 1]) * probability.SCALE)
+            p = Fraction(t, probability.SCALE)
+        else:
+            p = Fraction(1)
+        shares.append(left * p)
+        left -= left * p
+    return shares
+
+
+@pytest.mark.parametrize("sp", [SEED, SEVENTY, TEN], ids=["seed", "70-30-0", "ten"])
+def test_probabilities_realise_exact_shares(sp):
+    want = [we.share for we in sp.endpoints]
+    got = _kernel_shares(plan([sp]))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert abs(g - w) <= Fraction(len(want), probability.SCALE)   # one 2**-31 step per rule at most
+
+
+def test_conditional_probabilities_are_exact_fractions():
+    ps = probability.conditional_probabilities([Fraction(7, 10), Fraction(2, 10), Fraction(1, 10)])
+    assert ps == [Fraction(7, 10), Fraction(2, 3), Fraction(1)]
+    assert probability.conditional_probabilities([Fraction(1, 10)] * 10)[3] == Fraction(1, 7)
+
+
+def test_probability_thresholds_round_and_clamp():
+    assert probability.threshold(Fraction(1, 2)) == 1 << 30
+    assert probability.threshold(Fraction(1, 10**12)) == 1            # tiny weight never becomes "never"
+    assert probability.threshold(Fraction(10**12 - 1, 10**12)) == (1 << 31) - 1
+    # what iptables-save prints (%.11f of t/2**31) parses back to the same threshold
+    for p in (Fraction(9, 10), Fraction(1, 3), Fraction(1, 7), Fraction(999_999, 1_000_000)):
+        t = probability.threshold(p)
+        assert round(float(probability.render(p)) * probability.SCALE) == t
+
+
+def test_chain_names_do_not_depend_on_weights():
+    a = split_port({"v1": 900, "v2": 100}, {"v1": ["10.1.0.1"], "v2": ["10.1.0.2"]})
+    b = split_port({"v1": 0, "v2": 1000}, {"v1": ["10.1.0.1"], "v2": ["10.1.0.2"]})
+    assert names.svc_chain(a) == names.svc_chain(b)
+    assert names.sep_chain(a, a.endpoints[1]) == names.sep_chain(b, b.endpoints[0])
+
+
+def test_observe_reads_metadata_and_counters_from_saved_text():
+    text = render_full(plan([SEED, REFUSE]))
+    saved = []
+    for line in text.splitlines():   # pretend the kernel counted 7 connections on every DNAT rule
+        saved.append(f"[7:420] {line}" if line.startswith("-A ") and "DNAT" in line else line)
+    splits = {s.service: s for s in observe_tables(parse_save("\n".join(saved)))}
+    seed = splits["my-app"]
+    assert (seed.namespace, seed.split, seed.cluster_ip, seed.port, seed.refuse) == \
+        ("default", "my-app-split", "10.100.200.30", 80, False)
+    assert [(b.service, b.weight, b.share, b.connections) for b in seed.backends] == \
+        [("my-app-v1", 900, Fraction(9, 10), 21), ("my-app-v2", 100, Fraction(1, 10), 21)]
+    assert splits["empty"].refuse and splits["empty"].backends[0].connections == 0
+
+
+def test_comments_parse_back_as_shell_words():
+    # The restore text must tokenise to the same args iptables-save will print back.
+    text = render_full(plan([SEED]))
+    line = next(l for l in text.splitlines() if l.startswith("-A KS-SVC-"))
+    words = shlex.split(line)
+    assert "kernsplit backend=my-app-v2 weight=100 share=1/10" in words

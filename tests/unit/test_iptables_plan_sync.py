@@ -1,0 +1,70 @@
+"""Partial sync planning (kube-proxy style), without a kernel: only changed chains are written."""
+from __future__ import annotations
+
+from agent.dataplane.iptables import diff, plan, render_changes
+from agent.dataplane.iptables import names
+from agent.dataplane.iptables.ruleset import Ruleset
+from agent.iptables.exec import Family
+from agent.iptables.saved import parse_save
+from agent.dataplane.iptables.diff import owned
+from agent.dataplane.iptables.render import render_full
+
+from test_iptables_plan import REFUSE, SEED, SEVENTY, split_port
+
+
+def _kernel_after(*ports) -> Ruleset:
+    """What iptables-save would show after applying the full plan (plus a foreign chain)."""
+    text = render_full(plan(list(ports))).replace("*nat\n", "*nat\n:FOREIGN - [0:0]\n-A FOREIGN -j RETURN\n")
+    return owned(Family.V4, parse_save(text))
+
+
+def test_unchanged_config_writes_nothing():
+    have = _kernel_after(SEED, SEVENTY, REFUSE)
+    changes = diff(plan([SEED, SEVENTY, REFUSE]), have)
+    assert changes.empty and render_changes(changes) == ""
+
+
+def test_weight_change_rewrites_only_that_service_chain():
+    have = _kernel_after(SEED, SEVENTY)
+    rolled = split_port({"my-app-v1": 0, "my-app-v2": 1000},
+                        {"my-app-v1": ["10.1.0.1", "10.1.0.2", "10.1.0.3"],
+                         "my-app-v2": ["10.1.0.4", "10.1.0.5", "10.1.0.6"]})
+    changes = diff(plan([rolled, SEVENTY]), have)
+    text = render_changes(changes)
+    svc_seed, svc_70 = names.svc_chain(SEED), names.svc_chain(SEVENTY)
+    # only the seed's SVC chain (weights and backend metadata live there); v1's SEP chains go away
+    assert changes.written() == {svc_seed}
+    assert svc_70 not in text and names.SERVICES not in text
+    v1_seps = {names.sep_chain(SEED, we) for we in SEED.endpoints if we.backend == "my-app-v1"}
+    assert set(changes.tables[0].delete) == v1_seps
+    assert not changes.tables[0].add_jumps          # jumps exist already
+    for sep in v1_seps:
+        assert f"-X {sep}" in text
+    assert "FOREIGN" not in text
+
+
+def test_removed_split_deletes_its_chains_and_jumps_when_nothing_is_left():
+    have = _kernel_after(SEED, REFUSE)
+    text = render_changes(diff(plan([SEED]), have))
+    assert "-X KS-REJECT" in text
+    assert "-D OUTPUT -m comment --comment \"kernsplit: refuse split services without endpoints\" -j KS-REJECT" in text
+    assert "*nat" not in text                        # nothing changed there
+    everything = render_changes(diff(plan([]), have))
+    assert all(f"-X {c}" in everything for c in (names.SERVICES, names.REJECT, names.svc_chain(SEED)))
+    assert "-D PREROUTING" in everything and "FOREIGN" not in everything
+
+
+def test_missing_jump_and_edited_rule_are_repaired():
+    have_text = render_full(plan([SEED]))
+    lines = have_text.splitlines()
+    lines = [l for l in lines if not l.startswith("-A PREROUTING")]            # jump deleted by hand
+    victim = next(i for i, l in enumerate(lines) if l.startswith(f"-A {names.svc_chain(SEED)}"))
+    del lines[victim]                                                          # one weighted rule deleted
+    changes = diff(plan([SEED]), owned(Family.V4, parse_save("\n".join(lines))))
+    assert changes.written() == {names.svc_chain(SEED)}
+    assert [j.chain for j in changes.tables[0].add_jumps] == ["PREROUTING"]
+
+
+def test_foreign_ks_chains_are_not_ours():
+    text = "*nat\n:KS-PROXY-OUTPUT - [0:0]\n-A OUTPUT -j KS-PROXY-OUTPUT\nCOMMIT\n"
+    assert owned(Family.V4, parse_save(text)).tables == ()
