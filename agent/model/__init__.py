@@ -3,5 +3,16 @@
 Public API (used by the CLI, the agent and the lab):
     load_config(paths) -> Config    # parse files/directories, resolve every split
     Config.split_ports              # tuple[SplitPort, ...], see agent.model.resolved
-    Config.diagnostics / .errors / .warnings
+    Config.diagnostics / .errors / .warnings / .has_errors / .to_json()
+    Diagnostic                      # str(d) == "file: Kind ns/name: field: message"
+    parse_quantity(text) -> int     # exact milli-units: "1" -> 1000, "500m" -> 500
 """
+from agent.model.config import Config, load_config, split_port_json
+from agent.model.diagnostics import Diagnostic
+from agent.model.quantity import WeightError, parse_quantity, parse_whole
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+
+__all__ = [
+    "BackendShare", "Config", "Diagnostic", "Endpoint", "SplitPort", "WeightError", "WeightedEndpoint",
+    "load_config", "parse_quantity", "parse_whole", "split_port_json",
+]

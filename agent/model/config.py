@@ -1,0 +1,114 @@
+"""`load_config`: manifests in, a frozen `Config` with resolved split ports and diagnostics out."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.model.diagnostics import Diagnostic, DiagnosticSink
+from agent.model.documents import Document, read_documents
+from agent.model.resolve import Inventory, resolve
+from agent.model.resolved import SplitPort
+from agent.model.routes import ROUTE_KINDS, parse_route
+from agent.model.services import EndpointGroup, Service, parse_endpoint_slice, parse_endpoints, parse_service
+from agent.model.splits import Split, parse_traffic_split
+
+
+@dataclass(frozen=True)
+class Config:
+    split_ports: tuple[SplitPort, ...]      # sorted by (namespace, service, cluster_ip, port)
+    diagnostics: tuple[Diagnostic, ...]     # in the order found
+    splits: tuple[Split, ...] = ()          # every split read without error (conflict losers too)
+    services: tuple[Service, ...] = ()
+    files: tuple[str, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "warning")
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "splits": [s.to_json() for s in self.splits],
+            "split_ports": [split_port_json(p) for p in self.split_ports],
+            "diagnostics": [d.to_json() for d in self.diagnostics],
+        }
+
+
+def split_port_json(port: SplitPort) -> dict[str, Any]:
+    """A SplitPort as JSON; exact shares as fraction strings ("9/10")."""
+    return {
+        "namespace": port.namespace, "service": port.service, "split": port.split,
+        "split_kind": port.split_kind, "cluster_ip": port.cluster_ip, "port": port.port,
+        "port_name": port.port_name, "protocol": port.protocol, "refuse": port.refuse,
+        "backends": [{"service": b.service, "weight": b.weight, "share": str(b.share), "resolved": b.resolved}
+                     for b in port.backends],
+        "endpoints": [{"backend": w.backend, "ip": w.endpoint.ip, "port": w.endpoint.port, "share": str(w.share)}
+                      for w in port.endpoints],
+    }
+
+
+def load_config(paths: Sequence[str | os.PathLike]) -> Config:
+    """Read manifests from files and directories and resolve every split. Never raises for bad
+    content: problems are diagnostics, and `has_errors` tells the agent to refuse the config."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]     # a lone path is a common slip; a str is also a Sequence of letters
+    sink = DiagnosticSink()
+    documents = read_documents(paths, sink)
+    services: list[Service] = []
+    groups: list[EndpointGroup] = []
+    splits: list[Split] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for doc in documents:
+        parsed = _parse(doc, sink)
+        if parsed is None or not _first_definition(doc, seen, sink):
+            continue
+        target = {Service: services, EndpointGroup: groups}.get(type(parsed))
+        if target is not None:
+            target.append(parsed)
+        else:
+            splits.extend(parsed)
+    inventory = Inventory.build(services, groups)
+    split_ports = resolve(splits, inventory, sink)
+    return Config(split_ports, sink.freeze(), tuple(splits), tuple(services),
+                  tuple(dict.fromkeys(d.file for d in documents)))
+
+
+_PARSERS: dict[str, Callable[[Document, DiagnosticSink], Any]] = {
+    "Service": parse_service,
+    "Endpoints": parse_endpoints,
+    "EndpointSlice": parse_endpoint_slice,
+    "TrafficSplit": lambda doc, sink: [s] if (s := parse_traffic_split(doc, sink)) else [],
+    **{kind: parse_route for kind in ROUTE_KINDS},
+}
+
+
+def _parse(doc: Document, sink: DiagnosticSink) -> Any:
+    parser = _PARSERS.get(doc.kind)
+    if parser is None:
+        return None     # unknown kinds are ignored: a whole `kubectl get -o yaml` dump is fine
+    if doc.kind == "Service" and doc.api_version != "v1" or doc.kind == "Endpoints" and doc.api_version != "v1":
+        return None
+    if doc.kind == "EndpointSlice" and doc.api_version != "discovery.k8s.io/v1":
+        return None
+    return parser(doc, sink)
+
+
+def _first_definition(doc: Document, seen: dict[tuple[str, str, str], str], sink: DiagnosticSink) -> bool:
+    """The same object defined twice is ambiguous: an error, and the second copy is dropped."""
+    key = (doc.kind, doc.namespace, doc.name)
+    where = f"{doc.file} document {doc.index}"
+    if key in seen:
+        sink.add("error", doc.file, doc.obj, doc.field_prefix + "metadata.name",
+                 f"is defined twice (first in {seen[key]})")
+        return False
+    seen[key] = where
+    return True

@@ -1,0 +1,156 @@
+"""Reading manifests: files or directories in, one `Document` per Kubernetes object out.
+
+Accepts `.yaml`, `.yml` and `.json` files (directories are walked recursively, hidden entries
+skipped: a mounted ConfigMap's `..data` links would otherwise be read twice), multi-document YAML
+and `kind: List`. Empty documents are skipped; syntax errors become diagnostics naming the file
+and line. YAML floats are read as `Decimal` so weights like `1.5` stay exact.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import yaml
+
+from agent.model.diagnostics import DiagnosticSink
+from agent.model.quantity import decimal_or_none
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+DEFAULT_NAMESPACE = "default"
+
+
+class _ExactLoader(yaml.SafeLoader):
+    """SafeLoader whose floats are Decimals built from the text as written."""
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    number = decimal_or_none(str(loader.construct_scalar(node)).replace("_", ""))
+    if number is not None:
+        return number
+    return yaml.SafeLoader.construct_yaml_float(loader, node)   # .inf, .nan, sexagesimal
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One Kubernetes object read from a file."""
+    file: str
+    index: int                  # 1-based document number in the file
+    data: Mapping[str, Any]
+    field_prefix: str = ""      # "items[3]." for an item of a `kind: List`
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind") or "")
+
+    @property
+    def api_version(self) -> str:
+        return str(self.data.get("apiVersion") or "")
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        meta = self.data.get("metadata")
+        return meta if isinstance(meta, Mapping) else {}
+
+    @property
+    def namespace(self) -> str:
+        namespace = self.metadata.get("namespace")
+        return str(namespace) if namespace else DEFAULT_NAMESPACE
+
+    @property
+    def name(self) -> str:
+        name = self.metadata.get("name")
+        return str(name) if name else ""
+
+    @property
+    def obj(self) -> str:
+        return f"{self.kind or 'object'} {self.namespace}/{self.name or '<unnamed>'}"
+
+
+def manifest_files(paths: Sequence[str | os.PathLike], sink: DiagnosticSink) -> list[str]:
+    """Files to read, in a stable order. A file named explicitly is read whatever its suffix."""
+    files: list[str] = []
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            files.extend(_walk(path))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            sink.add("error", path, "-", "-", "no such file or directory")
+    return files
+
+
+def _walk(top: str) -> Iterator[str]:
+    for root, dirs, names in os.walk(top, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith(".") and name.endswith(MANIFEST_SUFFIXES):
+                yield os.path.join(root, name)
+
+
+def read_documents(paths: Sequence[str | os.PathLike], sink: DiagnosticSink) -> list[Document]:
+    documents: list[Document] = []
+    for file in manifest_files(paths, sink):
+        documents.extend(_read_file(file, sink))
+    return documents
+
+
+def _read_file(file: str, sink: DiagnosticSink) -> list[Document]:
+    try:
+        with open(file, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        sink.add("error", file, "-", "-", f"cannot read: {exc}")
+        return []
+    raw = _parse_json(file, text, sink) if file.endswith(".json") else _parse_yaml(file, text, sink)
+    documents: list[Document] = []
+    for index, data in raw:
+        documents.extend(_expand(file, index, data, sink))
+    return documents
+
+
+def _parse_json(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, Any]]:
+    try:
+        return [(1, json.loads(text, parse_float=Decimal))]
+    except json.JSONDecodeError as exc:
+        sink.add("error", file, "document 1", f"line {exc.lineno}, column {exc.colno}",
+                 f"JSON syntax error: {exc.msg}")
+        return []
+
+
+def _parse_yaml(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, Any]]:
+    documents: list[tuple[int, Any]] = []
+    try:
+        for data in yaml.load_all(text, Loader=_ExactLoader):   # noqa: S506 (safe loader subclass)
+            documents.append((len(documents) + 1, data))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "-"
+        problem = getattr(exc, "problem", None) or str(exc)
+        # Documents before the broken one were read; the rest of the file cannot be trusted.
+        sink.add("error", file, f"document {len(documents) + 1}", where, f"YAML syntax error: {problem}")
+    return documents
+
+
+def _expand(file: str, index: int, data: Any, sink: DiagnosticSink) -> list[Document]:
+    if data is None:
+        return []
+    if not isinstance(data, Mapping):
+        sink.add("warning", file, f"document {index}", "-",
+                 f"is a {type(data).__name__}, not a Kubernetes object; ignored")
+        return []
+    if data.get("kind") == "List" or (str(data.get("kind", "")).endswith("List") and "items" in data):
+        items = data.get("items") or []
+        if not isinstance(items, list):
+            sink.add("error", file, f"document {index}", "items", "must be a list")
+            return []
+        return [Document(file, index, item, f"items[{i}].")
+                for i, item in enumerate(items) if isinstance(item, Mapping)]
+    return [Document(file, index, data)]

@@ -1,0 +1,215 @@
+"""Resolution: splits + Services + endpoints -> `SplitPort`s with exact per-endpoint shares.
+
+Rules (REFERENCE.md section 2, issue 2 section 2), per root Service port and per ClusterIP:
+- a backend resolves when its Service exists, has a port matching the root port (routes: the
+  backendRef port; SMI: by name, else by number) and ready endpoints of the ClusterIP's family;
+  otherwise it gets nothing and a warning says why (a missing backend is normal while Flagger or
+  Argo Rollouts prepare a canary, so never an error);
+- share(backend) = weight / sum of the weights of resolved backends; its endpoints split that
+  share equally; weight 0 gets no endpoint at all;
+- a backend that is the root itself means the root's own endpoints; a backend that is the root
+  of another split is used as a plain Service (splits never nest);
+- all weights zero, or nothing resolves: the root's own endpoints; none either: refuse;
+- two splits for the same root port: the oldest wins, the other gets a conflict warning.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+from agent.model.diagnostics import DiagnosticSink
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from agent.model.services import EndpointGroup, ReadyAddress, Service, ServicePort
+from agent.model.splits import Backend, Split
+
+Key = tuple[str, str]   # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything resolution looks up, indexed by (namespace, name)."""
+    services: Mapping[Key, Service]
+    endpoints: Mapping[Key, tuple[EndpointGroup, ...]]
+
+    @classmethod
+    def build(cls, services: Iterable[Service], groups: Iterable[EndpointGroup]) -> "Inventory":
+        by_service: dict[Key, list[EndpointGroup]] = defaultdict(list)
+        for group in groups:
+            by_service[group.key].append(group)
+        chosen = {}
+        for key, found in by_service.items():
+            # A cluster dump holds Endpoints and their mirrored EndpointSlices: prefer the slices
+            # (the current API) and never add both, which would count every pod twice.
+            slices = tuple(g for g in found if g.source == "EndpointSlice")
+            chosen[key] = slices or tuple(found)
+        return cls({s.key: s for s in services}, chosen)
+
+    def ready_endpoints(self, service: Service, port: ServicePort, family: int) -> tuple[Endpoint, ...]:
+        found: set[Endpoint] = set()
+        for group in self.endpoints.get(service.key, ()):
+            for address in group.ready:
+                if ipaddress.ip_address(address.ip).version != family:
+                    continue
+                number = _endpoint_port(address, port)
+                if number is not None:
+                    found.add(Endpoint(address.ip, number))
+        return tuple(sorted(found))
+
+    def not_ready(self, service: Service) -> int:
+        return sum(g.not_ready for g in self.endpoints.get(service.key, ()))
+
+
+def _endpoint_port(address: ReadyAddress, port: ServicePort) -> int | None:
+    """The port to connect to on one endpoint for one Service port.
+
+    Endpoint ports carry the Service port's name (kube-proxy matches them so, which also resolves
+    a named targetPort per pod). Hand-written endpoints often omit names or ports: then a numeric
+    targetPort is used if the endpoint lists that number or no ports at all.
+    """
+    for candidate in address.ports:
+        if candidate.name == port.name and candidate.protocol == port.protocol:
+            return candidate.port
+    if isinstance(port.target_port, int):
+        if not address.ports or any(p.port == port.target_port for p in address.ports):
+            return port.target_port
+    return None
+
+
+def resolve(splits: Iterable[Split], inventory: Inventory, sink: DiagnosticSink) -> tuple[SplitPort, ...]:
+    splits = list(splits)
+    roots = {s.root: s for s in splits}
+    claimed: dict[tuple[str, str, int], Split] = {}
+    result: list[SplitPort] = []
+    for split in sorted(splits, key=Split.age_key):
+        root = _root_service(split, inventory, sink)
+        if root is None:
+            continue
+        for port in _root_ports(split, root, sink):
+            owner = claimed.setdefault((split.namespace, split.service, port.port), split)
+            if owner is not split:
+                _warn(sink, split, split.service_field,
+                      f"root Service {split.namespace}/{split.service} port {port.port} is already split by "
+                      f"{owner.obj} (created earlier); this one is ignored for that port")
+                continue
+            for cluster_ip in root.cluster_ips:
+                result.append(_split_port(split, root, port, cluster_ip, inventory, roots, sink))
+    return tuple(sorted(result, key=lambda p: (p.namespace, p.service, p.cluster_ip, p.port)))
+
+
+def _warn(sink: DiagnosticSink, split: Split, field: str, message: str, severity: str = "warning") -> None:
+    sink.add(severity, split.file, split.obj, split.field_prefix + field, message)
+
+
+def _root_service(split: Split, inventory: Inventory, sink: DiagnosticSink) -> Service | None:
+    root = inventory.services.get(split.root)
+    where = f"{split.service_field}" + (".name" if split.kind != "TrafficSplit" else "")
+    if root is None:
+        _warn(sink, split, where, f"root Service {split.namespace}/{split.service} does not exist: "
+                                  "nothing to intercept")
+    elif root.headless:
+        _warn(sink, split, where, f"root Service {split.namespace}/{split.service} is headless "
+                                  "(clusterIP: None): clients connect to pods directly; not split")
+    elif not root.cluster_ips:
+        _warn(sink, split, where, f"root Service {split.namespace}/{split.service} has no clusterIP: "
+                                  "nothing to intercept")
+    else:
+        return root
+    return None
+
+
+def _root_ports(split: Split, root: Service, sink: DiagnosticSink) -> list[ServicePort]:
+    ports = [p for p in root.ports if p.protocol == "TCP"]
+    if split.port is not None:
+        ports = [p for p in ports if p.port == split.port]
+    if split.section_name is not None:
+        ports = [p for p in ports if p.name == split.section_name]
+    if not ports:
+        wanted = " ".join(filter(None, [f"port {split.port}" if split.port else "",
+                                        f'named "{split.section_name}"' if split.section_name else ""]))
+        _warn(sink, split, split.service_field,
+              f"root Service {split.namespace}/{split.service} has no TCP port{' ' + wanted if wanted else ''}: "
+              "nothing to split")
+    return ports
+
+
+def _backend_port(split: Split, backend_port: int | None, service: Service, root_port: ServicePort) -> ServicePort | None:
+    tcp = [p for p in service.ports if p.protocol == "TCP"]
+    if backend_port is not None:
+        return next((p for p in tcp if p.port == backend_port), None)
+    if root_port.name:
+        by_name = next((p for p in tcp if p.name == root_port.name), None)
+        if by_name is not None:
+            return by_name
+    return next((p for p in tcp if p.port == root_port.port), None)
+
+
+def _split_port(split: Split, root: Service, root_port: ServicePort, cluster_ip: str, inventory: Inventory,
+                roots: Mapping[Key, Split], sink: DiagnosticSink) -> SplitPort:
+    family = ipaddress.ip_address(cluster_ip).version
+    resolved: dict[int, tuple[Endpoint, ...]] = {}
+    for index, backend in enumerate(split.backends):
+        endpoints = _backend_endpoints(split, backend, root, root_port, family, inventory, roots, sink)
+        if endpoints:
+            resolved[index] = endpoints
+    total = sum(split.backends[i].weight for i in resolved)
+    shares = []
+    weighted: list[WeightedEndpoint] = []
+    for index, backend in enumerate(split.backends):
+        share = Fraction(backend.weight, total) if index in resolved and total else Fraction(0)
+        shares.append(BackendShare(backend.service, backend.weight, share, index in resolved))
+        if share:
+            eps = resolved[index]
+            weighted.extend(WeightedEndpoint(backend.service, ep, share / len(eps)) for ep in eps)
+    if not weighted:
+        weighted = _fallback(split, root, root_port, family, inventory, bool(resolved), sink)
+    return SplitPort(split.namespace, split.service, split.name, split.kind, cluster_ip, root_port.port,
+                     root_port.name or None, "TCP",
+                     tuple(sorted(weighted, key=lambda w: (w.backend, w.endpoint))), tuple(shares))
+
+
+def _fallback(split: Split, root: Service, root_port: ServicePort, family: int, inventory: Inventory,
+              any_resolved: bool, sink: DiagnosticSink) -> list[WeightedEndpoint]:
+    endpoints = inventory.ready_endpoints(root, root_port, family)
+    why = "all resolved backends have weight 0" if any_resolved else "no backend resolves"
+    where = f"root Service {split.namespace}/{split.service} port {root_port.port} (IPv{family})"
+    if not endpoints:
+        _warn(sink, split, split.service_field,
+              f"{why} and {where} has no ready endpoints: connections will be refused")
+        return []
+    _warn(sink, split, split.service_field, f"{why}: {where} keeps its own endpoints", "info")
+    return [WeightedEndpoint(split.service, ep, Fraction(1, len(endpoints))) for ep in endpoints]
+
+
+def _backend_endpoints(split: Split, backend: Backend, root: Service, root_port: ServicePort, family: int,
+                       inventory: Inventory, roots: Mapping[Key, Split], sink: DiagnosticSink) -> tuple[Endpoint, ...]:
+    """Ready endpoints of one backend for one root port and family; () with a warning if none."""
+    key = (split.namespace, backend.service)
+    if backend.service == split.service and backend.port in (None, root_port.port):
+        service, port = root, root_port     # GEP-1324: the root's own endpoints, no recursion
+    else:
+        service = inventory.services.get(key)
+        if service is None:
+            _warn(sink, split, backend.field, f"backend Service {key[0]}/{key[1]} does not exist: it gets no traffic")
+            return ()
+        port = _backend_port(split, backend.port, service, root_port)
+        if port is None:
+            wanted = f"port {backend.port}" if backend.port is not None else (
+                f"a port matching root port {root_port.describe()}")
+            _warn(sink, split, backend.field, f"backend Service {key[0]}/{key[1]} has no TCP {wanted}: "
+                                              f"it gets no traffic on port {root_port.port}")
+            return ()
+        other = roots.get(key)
+        if other is not None and other.root != split.root:
+            _warn(sink, split, backend.field, f"backend Service {key[0]}/{key[1]} is itself split by {other.obj}; "
+                                              "splits do not nest: its own endpoints are used", "info")
+    endpoints = inventory.ready_endpoints(service, port, family)
+    if not endpoints and backend.weight:
+        not_ready = inventory.not_ready(service)
+        extra = f" ({not_ready} not ready)" if not_ready else ""
+        _warn(sink, split, backend.field,
+              f"backend Service {key[0]}/{key[1]} has no ready IPv{family} endpoints for port "
+              f"{port.describe()}{extra}: it gets no traffic on {root_port.port}")
+    return endpoints
