@@ -1,0 +1,233 @@
+"""IptablesDataplane against real iptables in a throwaway netns (both backends).
+
+Topology, all inside one fresh namespace: endpoint addresses and ClusterIPs on `lo`, one listening
+socket per endpoint. A connection from the namespace to a ClusterIP is DNATed in nat OUTPUT and
+lands on one listener; counting what each listener accepted tells where connections went.
+This module also holds that small topology helper for the other iptables/show kernel tests.
+"""
+from __future__ import annotations
+
+import errno
+import math
+import socket
+import subprocess
+import time
+from fractions import Fraction
+
+import pytest
+
+from agent.dataplane.iptables import IptablesDataplane
+from agent.iptables.exec import Backend, Family, save
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from agent.netns import entered
+
+pytestmark = pytest.mark.kernel
+
+PORT = 8080
+
+
+class Topology:
+    """Addresses on lo and listeners inside one namespace; closes its sockets on exit."""
+
+    def __init__(self, netns: str):
+        self.netns = netns
+        self.listeners: dict[str, socket.socket] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for s in self.listeners.values():
+            s.close()
+
+    def address(self, *ips: str) -> None:
+        for ip in ips:
+            plen = 128 if ":" in ip else 32
+            extra = ["nodad"] if ":" in ip else []
+            subprocess.run(["ip", "-n", self.netns, "addr", "add", f"{ip}/{plen}", "dev", "lo", *extra], check=True)
+
+    def listen(self, *ips: str, port: int = PORT) -> None:
+        self.address(*ips)
+        with entered(self.netns):
+            for ip in ips:
+                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((ip, port))
+                s.listen(4096)
+                s.setblocking(False)
+                self.listeners[ip] = s
+
+    def connect(self, ip: str, port: int, n: int = 1, timeout: float = 3.0) -> list[int]:
+        """Open n connections; 0 for each that connected, else its errno."""
+        results = []
+        with entered(self.netns):
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+                s.settimeout(timeout)
+                try:
+                    s.connect((ip, port))
+                    results.append(0)
+                except OSError as exc:
+                    results.append(exc.errno if exc.errno is not None else errno.ETIMEDOUT)
+                finally:
+                    s.close()
+        return results
+
+    def accepted(self) -> dict[str, int]:
+        """Connections each listener received since the last call."""
+        counts = {}
+        for ip, s in self.listeners.items():
+            n = 0
+            while True:
+                try:
+                    c, _ = s.accept()
+                except BlockingIOError:
+                    break
+                c.close()
+                n += 1
+            counts[ip] = n
+        return counts
+
+
+def split_port(ip: str, weights: dict[str, int], endpoints: dict[str, list[str]], port: int = 80,
+               service: str = "my-app", split: str = "my-app-split") -> SplitPort:
+    """A resolved split as the model hands it over (endpoints share their backend's weight)."""
+    live = {b: w for b, w in weights.items() if w and endpoints.get(b)}
+    total = sum(live.values())
+    eps = sorted((WeightedEndpoint(b, Endpoint(e, PORT), Fraction(live[b], total * len(endpoints[b])))
+                  for b in live for e in endpoints[b]), key=lambda we: (we.backend, we.endpoint))
+    backends = tuple(BackendShare(b, w, Fraction(live.get(b, 0), total) if total else Fraction(0),
+                                  bool(endpoints.get(b))) for b, w in weights.items())
+    return SplitPort("default", service, split, "TrafficSplit", ip, port, "http", "TCP", tuple(eps), backends)
+
+
+SEED = split_port("10.100.200.30", {"my-app-v1": 900, "my-app-v2": 100, "my-app-v3": 0},
+                  {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"], "my-app-v3": ["10.1.0.3"]})
+REFUSE = split_port("10.100.200.33", {"gone": 1}, {}, service="empty", split="empty-split")
+V6 = split_port("fd00:200::30", {"v1": 1, "v2": 1}, {"v1": ["fd00:1::1"], "v2": ["fd00:1::2"]}, service="six")
+CLUSTER_IPS = ("10.100.200.30", "10.100.200.33", "fd00:200::30")
+ENDPOINTS = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "fd00:1::1", "fd00:1::2")
+
+
+@pytest.fixture(params=["nft", "legacy"])
+def mode(request):
+    return request.param
+
+
+def _save(netns, mode):
+    return {f: _strip_dates(save(netns, Backend(mode), f, counters=True)) for f in (Family.V4, Family.V6)}
+
+
+def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    with Topology(netns) as topo:
+        topo.address(*CLUSTER_IPS)
+        topo.listen(*ENDPOINTS)
+        result = dp.sync([SEED, REFUSE, V6])
+        assert (result.written, result.removed, result.unchanged) == (3, 0, 0)
+
+        assert topo.connect("10.100.200.30", 80, n=500) == [0] * 500
+        got = topo.accepted()
+        assert got["10.1.0.3"] == 0                                  # weight 0: exactly nothing
+        assert got["10.1.0.1"] + got["10.1.0.2"] == 500
+        sigma = math.sqrt(500 * 0.9 * 0.1)
+        assert abs(got["10.1.0.2"] - 50) <= 4 * sigma, got
+
+        start = time.monotonic()
+        assert topo.connect("10.100.200.33", 80, n=3) == [errno.ECONNREFUSED] * 3
+        assert time.monotonic() - start < 2.5, "refusal must not wait for a timeout"
+
+        assert topo.connect("fd00:200::30", 80, n=40) == [0] * 40
+        six = topo.accepted()
+        assert six["fd00:1::1"] + six["fd00:1::2"] == 40 and six["fd00:1::1"] > 0 and six["fd00:1::2"] > 0
+
+
+def test_second_sync_writes_nothing_and_keeps_counters(netns, mode):
+    with Topology(netns) as topo:
+        topo.address(*CLUSTER_IPS)
+        topo.listen(*ENDPOINTS)
+        IptablesDataplane(netns=netns, mode=mode).sync([SEED, REFUSE, V6])
+        topo.connect("10.100.200.30", 80, n=20)
+        topo.accepted()
+        time.sleep(0.3)        # let the closed connections' last packets pass (built-in chain counters)
+        before = _save(netns, mode)
+        # A new instance (a restarted agent) reads the kernel and finds it already right.
+        again = IptablesDataplane(netns=netns, mode=mode).sync([SEED, REFUSE, V6], full=True)
+        assert (again.written, again.removed, again.unchanged) == (0, 0, 3)
+        assert _save(netns, mode) == before
+
+
+def test_drift_is_repaired_by_full_sync(netns, mode):
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    dp.sync([SEED])
+    want = save(netns, Backend(mode), Family.V4)
+    tool = f"iptables-{mode}"
+    subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", tool, "-t", "nat", "-D", "OUTPUT",
+                    "-m", "comment", "--comment", "kernsplit: split service connections", "-j", "KS-SERVICES"],
+                   check=True)
+    assert save(netns, Backend(mode), Family.V4) != want
+    result = dp.sync([SEED], full=True)
+    assert result.written == 0 and result.unchanged == 1      # the split itself was intact
+    assert _strip_dates(save(netns, Backend(mode), Family.V4)) == _strip_dates(want)
+
+
+def _strip_dates(text: str) -> str:
+    return "\n".join(l for l in text.splitlines() if not l.startswith("#"))
+
+
+def test_weight_change_and_removal_converge(netns, mode):
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    with Topology(netns) as topo:
+        topo.address(*CLUSTER_IPS)
+        topo.listen(*ENDPOINTS)
+        dp.sync([SEED, REFUSE])
+        rolled = split_port("10.100.200.30", {"my-app-v1": 0, "my-app-v2": 1000},
+                            {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]})
+        result = dp.sync([rolled])
+        assert (result.written, result.removed, result.unchanged) == (1, 1, 0)
+        topo.connect("10.100.200.30", 80, n=30)
+        assert topo.accepted()["10.1.0.2"] == 30
+        flt = save(netns, Backend(mode), Family.V4, table="filter")
+        assert "KS-REJECT" not in flt
+        dp.sync([])
+        assert "KS-" not in save(netns, Backend(mode), Family.V4)
+
+
+def test_cleanup_restores_exact_prior_state_with_foreign_chain(netns, mode):
+    b = Backend(mode)
+    foreign = ("*nat\n:FOREIGN - [0:0]\n-A FOREIGN -p tcp -j RETURN\n-A OUTPUT -j FOREIGN\nCOMMIT\n"
+               "*filter\n:FOREIGN-F - [0:0]\n-A INPUT -j FOREIGN-F\nCOMMIT\n")
+    subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", f"iptables-{mode}-restore", "--noflush"],
+                   input=foreign, text=True, check=True)
+    before = _strip_dates(save(netns, b, Family.V4, counters=True))
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    dp.sync([SEED, REFUSE])
+    assert dp.installed()
+    dp.cleanup()
+    assert not dp.installed()
+    assert _strip_dates(save(netns, b, Family.V4, counters=True)) == before
+
+
+def test_auto_mode_adopts_the_backend_holding_our_chains(netns):
+    IptablesDataplane(netns=netns, mode="legacy").sync([SEED])
+    auto = IptablesDataplane(netns=netns)
+    assert auto.backend is Backend.LEGACY
+    assert auto.sync([SEED]).unchanged == 1
+    auto.cleanup()
+    assert not auto.installed()
+
+
+def test_observe_counts_connections_per_backend(netns, mode):
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    with Topology(netns) as topo:
+        topo.address(*CLUSTER_IPS)
+        topo.listen(*ENDPOINTS)
+        dp.sync([SEED, REFUSE])
+        topo.connect("10.100.200.30", 80, n=60)
+        got = topo.accepted()
+    splits = {s.service: s for s in IptablesDataplane(netns=netns, mode=mode).observe()}
+    seed = splits["my-app"]
+    counts = {b.service: b.connections for b in seed.backends}
+    assert counts == {"my-app-v1": got["10.1.0.1"], "my-app-v2": got["10.1.0.2"], "my-app-v3": 0}
+    assert [(b.weight, b.share) for b in seed.backends] == [(900, Fraction(9, 10)), (100, Fraction(1, 10)), (0, 0)]
+    assert splits["empty"].refuse
