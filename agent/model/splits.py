@@ -153,8 +153,10 @@ def _seed_backends(ctx: DocContext, spec: Mapping) -> list[Backend]:
         if not isinstance(item, Mapping):
             ctx.error(path, "must be a mapping")
             continue
-        backend = ctx.mapping(item, "backend", f"{path}.backend", required=True) or {}
-        name = ctx.string(backend, "serviceName", f"{path}.backend.serviceName", required=True) if backend else None
+        backend = ctx.mapping(item, "backend", f"{path}.backend", required=True)
+        if backend is None:
+            continue
+        name = ctx.string(backend, "serviceName", f"{path}.backend.serviceName", required=True)
         # The seed text lost its indentation: accept the weight beside `backend` or inside it.
         if "weight" not in item and "weight" in backend:
             weight = _required_weight(ctx, backend, "weight", f"{path}.backend.weight", parse_quantity, "")
