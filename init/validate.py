@@ -54,7 +54,7 @@ def _excluded_identity(cfg: InitConfig) -> str | None:
     return None
 
 
-def validate(cfg: InitConfig, timeout: float = 2.0) -> ValidationResult:
+def validate(cfg: InitConfig, timeout: float = 1.0) -> ValidationResult:
     identity = _excluded_identity(cfg)
     if identity is not None:
         return ValidationResult(False, f"cannot validate: this process runs as the proxy's {identity}, "
