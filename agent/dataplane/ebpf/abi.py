@@ -1,0 +1,60 @@
+"""ctypes mirrors of bpf/ks_types.h, for maps opened from their pins without compiling.
+
+A restarted agent adopts pinned maps without recompiling, so it has no BCC module to take the
+types from. These mirrors are checked field by field (names, offsets, sizes) against the types
+BCC derives from the header by tests/kernel/test_ebpf_abi.py; keep them in step with the header.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+
+# Limits, as #defined in bpf/ks_types.h (checked against a compiled program by the same test).
+KS_MAX_SPLITS = 16384
+KS_MAX_BACKENDS = 16
+KS_SLOTS_LOG2 = 12
+KS_MAX_SLOTS = 1 << KS_SLOTS_LOG2
+KS_NAME_LEN = 64
+KS_SPLIT_NAME_LEN = 256
+KS_KIND_LEN = 16
+
+
+class ServiceKey(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32 * 4), ("port", ct.c_uint16), ("family", ct.c_uint8),
+                ("proto", ct.c_uint8)]
+
+
+class Service(ct.Structure):
+    _fields_ = [("split_id", ct.c_uint32), ("table", ct.c_uint32), ("count", ct.c_uint32),
+                ("flags", ct.c_uint32)]
+
+
+class SlotKey(ct.Structure):
+    _fields_ = [("table", ct.c_uint32), ("slot", ct.c_uint32)]
+
+
+class Slot(ct.Structure):
+    _fields_ = [("last", ct.c_uint32), ("addr", ct.c_uint32 * 4), ("port", ct.c_uint16),
+                ("backend", ct.c_uint16)]
+
+
+class BackendMeta(ct.Structure):
+    _fields_ = [("name", ct.c_char * KS_NAME_LEN), ("weight", ct.c_uint64),
+                ("share_num", ct.c_uint64), ("share_den", ct.c_uint64),
+                ("resolved", ct.c_uint32), ("pad", ct.c_uint32)]
+
+
+class Meta(ct.Structure):
+    _fields_ = [("ns", ct.c_char * KS_NAME_LEN), ("service", ct.c_char * KS_NAME_LEN),
+                ("split", ct.c_char * KS_SPLIT_NAME_LEN), ("kind", ct.c_char * KS_KIND_LEN),
+                ("nbackends", ct.c_uint32), ("pad", ct.c_uint32),
+                ("backends", BackendMeta * KS_MAX_BACKENDS)]
+
+
+# map name -> (key type, value type); ks_counters values are per-CPU u64.
+MAP_TYPES = {
+    "ks_services": (ServiceKey, Service),
+    "ks_slots": (SlotKey, Slot),
+    "ks_meta": (ct.c_uint32, Meta),
+    "ks_counters": (ct.c_int32, ct.c_uint64),
+    "ks_origins": (ct.c_uint64, ServiceKey),
+}

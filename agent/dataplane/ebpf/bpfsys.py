@@ -1,0 +1,119 @@
+"""Thin executor over libbpf (the system's libbpf.so.1, which BCC itself links): pins, map
+elements, cgroup links. No planning here; every failure names the object it concerns."""
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+from pathlib import Path
+
+_lib = ct.CDLL("libbpf.so.1", use_errno=True)
+for _name, _args in {
+    "bpf_obj_get": [ct.c_char_p],
+    "bpf_obj_pin": [ct.c_int, ct.c_char_p],
+    "bpf_map_update_elem": [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64],
+    "bpf_map_lookup_elem": [ct.c_int, ct.c_void_p, ct.c_void_p],
+    "bpf_map_delete_elem": [ct.c_int, ct.c_void_p],
+    "bpf_map_get_next_key": [ct.c_int, ct.c_void_p, ct.c_void_p],
+    "bpf_link_create": [ct.c_int, ct.c_int, ct.c_int, ct.c_void_p],
+    "bpf_link_detach": [ct.c_int],
+    "bpf_obj_get_info_by_fd": [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)],
+}.items():
+    getattr(_lib, _name).argtypes = _args
+    getattr(_lib, _name).restype = ct.c_int
+
+
+class BpfError(OSError):
+    pass
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        err = -rc if rc != -1 else (ct.get_errno() or errno.EIO)
+        raise BpfError(err, f"{what}: {os.strerror(err)}")
+    return rc
+
+
+def obj_get(path: Path) -> int:
+    """Open a pinned object; the caller owns (and closes) the fd."""
+    return _check(_lib.bpf_obj_get(str(path).encode()), f"open pin {path}")
+
+
+def obj_pin(fd: int, path: Path) -> None:
+    _check(_lib.bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
+
+
+def possible_cpus() -> int:
+    """Per-CPU map values hold one slot per possible CPU ("0-3" style ranges)."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+
+
+class Map:
+    """One pinned map, typed with the ctypes mirrors of bpf/ks_types.h."""
+
+    def __init__(self, path: Path, key_type, value_type, per_cpu: bool = False):
+        self.path, self.key_type = path, key_type
+        self.value_type = value_type * possible_cpus() if per_cpu else value_type
+        self.fd = obj_get(path)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def update(self, key, value) -> None:
+        _check(_lib.bpf_map_update_elem(self.fd, ct.byref(key), ct.byref(value), 0),
+               f"update {self.path.name}")
+
+    def lookup(self, key):
+        value = self.value_type()
+        rc = _lib.bpf_map_lookup_elem(self.fd, ct.byref(key), ct.byref(value))
+        if rc < 0 and (-rc == errno.ENOENT or ct.get_errno() == errno.ENOENT):
+            return None
+        _check(rc, f"lookup {self.path.name}")
+        return value
+
+    def delete(self, key) -> bool:
+        rc = _lib.bpf_map_delete_elem(self.fd, ct.byref(key))
+        if rc < 0 and (-rc == errno.ENOENT or ct.get_errno() == errno.ENOENT):
+            return False
+        _check(rc, f"delete from {self.path.name}")
+        return True
+
+    def keys(self) -> list:
+        out, prev = [], None
+        while True:
+            nxt = self.key_type()
+            rc = _lib.bpf_map_get_next_key(self.fd, None if prev is None else ct.byref(prev), ct.byref(nxt))
+            if rc < 0:
+                if -rc == errno.ENOENT or ct.get_errno() == errno.ENOENT:
+                    return out
+                _check(rc, f"iterate {self.path.name}")
+            out.append(nxt)
+            prev = nxt
+
+
+class _LinkInfo(ct.Structure):
+    # struct bpf_link_info head and its cgroup member (uapi/linux/bpf.h).
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("prog_id", ct.c_uint32),
+                ("pad", ct.c_uint32), ("cgroup_id", ct.c_uint64), ("attach_type", ct.c_uint32),
+                ("rest", ct.c_uint8 * 228)]
+
+
+def link_create(prog_fd: int, cgroup_fd: int, attach_type: int, what: str) -> int:
+    """Attach through a BPF link: multi-attach (foreign programs on the cgroup stay), and the
+    attachment lives as long as the link's pin, not as long as this process."""
+    return _check(_lib.bpf_link_create(prog_fd, cgroup_fd, attach_type, None), f"attach {what}")
+
+
+def link_detach(link_fd: int, what: str) -> None:
+    _check(_lib.bpf_link_detach(link_fd), f"detach {what}")
+
+
+def link_target(link_fd: int) -> tuple[int, int]:
+    """(program id, cgroup id) of a cgroup link; cgroup id 0 once the link is detached."""
+    info = _LinkInfo()
+    size = ct.c_uint32(ct.sizeof(info))
+    _check(_lib.bpf_obj_get_info_by_fd(link_fd, ct.byref(info), ct.byref(size)), "link info")
+    return info.prog_id, info.cgroup_id

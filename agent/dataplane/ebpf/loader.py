@@ -1,0 +1,193 @@
+"""Compile, load, pin and attach the BPF programs (BCC at first install only), and take them
+down again. Layout under the bpffs directory (default /sys/fs/bpf/kernsplit):
+
+    maps/<map>     the maps of bpf/ks_maps.h
+    progs/<prog>   the four cgroup sock_addr programs
+    links/<prog>   their cgroup attachments (BPF links: detaching = link detach + unpin)
+
+A restarted agent finds these pins and uses them: no recompilation, no reattachment when the
+links are still attached to the requested cgroup.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.dataplane.ebpf import bpfsys
+
+BPF_SRC = Path(__file__).resolve().parents[3] / "bpf"
+# One text for BCC, in this order: BCC rewrites map calls only in the text it is given (lb.c).
+SOURCES = ("lb.c", "sock_connect.c", "sock_getpeername.c")
+MAPS = ("ks_services", "ks_slots", "ks_meta", "ks_counters", "ks_origins")
+# program -> enum bpf_attach_type (uapi/linux/bpf.h)
+PROGRAMS = {
+    "sock4_connect": 10,       # BPF_CGROUP_INET4_CONNECT
+    "sock6_connect": 11,       # BPF_CGROUP_INET6_CONNECT
+    "sock4_getpeername": 29,   # BPF_CGROUP_INET4_GETPEERNAME
+    "sock6_getpeername": 30,   # BPF_CGROUP_INET6_GETPEERNAME
+}
+BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
+BPFFS_MOUNT = Path("/sys/fs/bpf")
+
+
+class LoaderError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Pins:
+    root: Path
+
+    def map(self, name: str) -> Path:
+        return self.root / "maps" / name
+
+    def prog(self, name: str) -> Path:
+        return self.root / "progs" / name
+
+    def link(self, name: str) -> Path:
+        return self.root / "links" / name
+
+    def complete(self) -> bool:
+        return (all(self.map(m).exists() for m in MAPS)
+                and all(self.prog(p).exists() for p in PROGRAMS))
+
+    def any(self) -> bool:
+        return self.root.exists() and any(self.root.rglob("*"))
+
+
+def _mounts() -> list[tuple[str, str]]:
+    out = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        out.append((fields[1], fields[2]))
+    return out
+
+
+def ensure_bpffs(root: Path) -> None:
+    """bpffs must hold our pins; mount it at /sys/fs/bpf when nothing is mounted there."""
+    def on_bpffs() -> bool:
+        best = max((m for m in _mounts() if str(root).startswith(m[0].rstrip("/") + "/")),
+                   key=lambda m: len(m[0]), default=None)
+        return best is not None and best[1] == "bpf"
+    if on_bpffs():
+        return
+    if BPFFS_MOUNT in root.parents and not any(m[0] == str(BPFFS_MOUNT) and m[1] == "bpf" for m in _mounts()):
+        subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS_MOUNT)], check=True)
+    if not on_bpffs():
+        raise LoaderError(f"{root}: not on a bpf filesystem (mount -t bpf bpf {root.parent})")
+
+
+def cgroup2_root() -> Path:
+    """The host's cgroup v2 mount (unified or hybrid layout); mount one when there is none."""
+    for mountpoint, fstype in _mounts():
+        if fstype == "cgroup2":
+            return Path(mountpoint)
+    target = Path("/sys/fs/cgroup/unified")
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup2", "none", str(target)], check=True)
+    return target
+
+
+def compile_and_pin(pins: Pins) -> float:
+    """Compile bpf/ with BCC, load the programs and pin programs and maps. Returns seconds."""
+    from agent.dataplane.ebpf.headers import bcc_environment
+    os.environ.update(bcc_environment())
+    from bcc import BPF  # imported here: only a first install pays for BCC
+
+    started = time.perf_counter()
+    text = "\n".join((BPF_SRC / f).read_text() for f in SOURCES)
+    bpf = BPF(text=text.encode(), cflags=[f"-I{BPF_SRC}", "-Wno-unused-function"])
+    try:
+        for sub in ("maps", "progs", "links"):
+            (pins.root / sub).mkdir(parents=True, exist_ok=True)
+        for name in MAPS:
+            bpfsys.obj_pin(bpf.get_table(name.encode()).map_fd, pins.map(name))
+        for name, attach_type in PROGRAMS.items():
+            fn = bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+            bpfsys.obj_pin(fn.fd, pins.prog(name))
+    finally:
+        bpf.cleanup()
+    return time.perf_counter() - started
+
+
+class _ProgInfo(ct.Structure):
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("rest", ct.c_uint8 * 248)]
+
+
+def prog_id(path: Path) -> int:
+    fd = bpfsys.obj_get(path)
+    try:
+        info = _ProgInfo()
+        size = ct.c_uint32(ct.sizeof(info))
+        bpfsys._check(bpfsys._lib.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)),
+                      f"program info {path}")
+        return info.id
+    finally:
+        os.close(fd)
+
+
+def attach(pins: Pins, cgroup: Path) -> int:
+    """Make every program attached to `cgroup` through a pinned link. Returns links created."""
+    cgroup_id = os.stat(cgroup).st_ino     # a cgroup v2 directory's inode is its cgroup id
+    created = 0
+    (pins.root / "links").mkdir(parents=True, exist_ok=True)
+    cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name, attach_type in PROGRAMS.items():
+            want_prog = prog_id(pins.prog(name))
+            link = pins.link(name)
+            if link.exists():
+                fd = bpfsys.obj_get(link)
+                try:
+                    if bpfsys.link_target(fd) == (want_prog, cgroup_id):
+                        continue
+                    _detach_fd(fd, name)
+                finally:
+                    os.close(fd)
+                link.unlink()
+            prog_fd = bpfsys.obj_get(pins.prog(name))
+            try:
+                link_fd = bpfsys.link_create(prog_fd, cg_fd, attach_type, f"{name} to {cgroup}")
+            finally:
+                os.close(prog_fd)
+            try:
+                bpfsys.obj_pin(link_fd, link)
+            finally:
+                os.close(link_fd)
+            created += 1
+    finally:
+        os.close(cg_fd)
+    return created
+
+
+def _detach_fd(fd: int, name: str) -> None:
+    try:
+        bpfsys.link_detach(fd, name)
+    except bpfsys.BpfError:
+        pass   # already defunct (its cgroup was removed): nothing left to detach
+
+
+def remove(pins: Pins) -> None:
+    """Detach every link of ours, then remove every pin and our directory."""
+    links = pins.root / "links"
+    if links.is_dir():
+        for link in links.iterdir():
+            fd = bpfsys.obj_get(link)
+            try:
+                _detach_fd(fd, link.name)
+            finally:
+                os.close(fd)
+            link.unlink()
+    if pins.root.exists():
+        # bpffs has no recursive delete: unlink pins, then directories, deepest first.
+        for path in sorted(pins.root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        pins.root.rmdir()
+
+
+__all__ = ["Pins", "LoaderError", "ensure_bpffs", "cgroup2_root", "compile_and_pin", "attach",
+           "remove", "prog_id"]

@@ -1,0 +1,73 @@
+/* kernsplit: the one schema shared by the BPF programs and the agent.
+ *
+ * Every map key and value lives here. Python reads them through BCC's compiled types; the ctypes
+ * mirror in agent/dataplane/ebpf/abi.py (used when adopting pinned maps without compiling) is
+ * checked field by field against BCC's by tests/kernel/test_ebpf_abi.py.
+ *
+ * Addresses and ports are stored in network byte order, as the sock_addr context holds them.
+ * IPv4 uses addr[0] only; addr[1..3] are zero.
+ */
+#ifndef KS_TYPES_H
+#define KS_TYPES_H
+
+#define KS_MAX_SPLITS      16384   /* split ports (root ClusterIP:port) per node */
+#define KS_MAX_BACKENDS    16      /* backends per split (Gateway API allows 16 backendRefs) */
+#define KS_SLOTS_LOG2      12
+#define KS_MAX_SLOTS       (1 << KS_SLOTS_LOG2)  /* endpoints per split port */
+#define KS_SLOT_ENTRIES    262144  /* all tables together, old and new during a flip */
+#define KS_ORIGIN_ENTRIES  65536   /* LRU: sockets whose service address getpeername restores */
+#define KS_NAME_LEN        64
+#define KS_SPLIT_NAME_LEN  256
+#define KS_KIND_LEN        16
+
+/* ks_services key: a root service address as the application dialled it. */
+struct ks_service_key {
+	__u32 addr[4];
+	__u16 port;
+	__u8  family;    /* 4 or 6 */
+	__u8  proto;     /* IPPROTO_TCP */
+};
+
+/* ks_services value: where the live endpoint table of a split port is. Written last (the flip). */
+struct ks_service {
+	__u32 split_id;  /* index of the split's counters and metadata */
+	__u32 table;     /* id of the live table in ks_slots: split_id * 2 + generation */
+	__u32 count;     /* slots in that table; 0 means refuse with ECONNREFUSED */
+	__u32 flags;
+};
+
+struct ks_slot_key {
+	__u32 table;
+	__u32 slot;
+};
+
+/* One endpoint of a table. Slot i owns the random values (last[i-1], last[i]]; the last slot's
+ * `last` is 0xffffffff, so the whole u32 space is covered exactly. */
+struct ks_slot {
+	__u32 last;
+	__u32 addr[4];
+	__u16 port;
+	__u16 backend;   /* index into the split's backends: counters and metadata */
+};
+
+struct ks_backend_meta {
+	char  name[KS_NAME_LEN];
+	__u64 weight;        /* normalised weight as configured */
+	__u64 share_num;     /* desired share = share_num / share_den */
+	__u64 share_den;
+	__u32 resolved;
+	__u32 pad;
+};
+
+/* What `kernsplit show` needs while the agent is stopped: kept in a pinned map, not a file. */
+struct ks_meta {
+	char  ns[KS_NAME_LEN];
+	char  service[KS_NAME_LEN];
+	char  split[KS_SPLIT_NAME_LEN];
+	char  kind[KS_KIND_LEN];
+	__u32 nbackends;
+	__u32 pad;
+	struct ks_backend_meta backends[KS_MAX_BACKENDS];
+};
+
+#endif

@@ -1,0 +1,78 @@
+/* kernsplit: weighted endpoint selection shared by the connect hooks.
+ *
+ * BCC rewrites map method calls (ks_slots.lookup(...)) only in the text it is handed, not in
+ * #included files, so the loader compiles lb.c, sock_connect.c and sock_getpeername.c as one
+ * text in that order (agent/dataplane/ebpf/loader.py: SOURCES). Only ks_types.h/ks_maps.h,
+ * which hold declarations, are #included. */
+#include "ks_maps.h"
+
+#define KS_IPPROTO_TCP 6
+#define KS_ECONNREFUSED 111
+
+enum lb_verdict { LB_PASS = 0, LB_REWRITE = 1, LB_REFUSE = 2 };
+
+/* First slot whose `last` >= r: binary search over the table's cumulative bounds, O(log n) map
+ * lookups, bounded for the verifier by KS_SLOTS_LOG2 + 1 steps. */
+static __always_inline struct ks_slot *lb_search(__u32 table, __u32 count, __u32 r)
+{
+	__u32 lo = 0, hi = count - 1;
+	struct ks_slot_key k = { .table = table };
+
+	#pragma unroll
+	for (int step = 0; step < KS_SLOTS_LOG2 + 1; step++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = lo + (hi - lo) / 2;
+		k.slot = mid;
+		struct ks_slot *s = ks_slots.lookup(&k);
+		if (!s)
+			return 0;
+		if (s->last >= r)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	k.slot = lo;
+	return ks_slots.lookup(&k);
+}
+
+static __always_inline void lb_count(__u32 split_id, __u16 backend)
+{
+	if (split_id >= KS_MAX_SPLITS || backend >= KS_MAX_BACKENDS)
+		return;
+	int idx = split_id * KS_MAX_BACKENDS + backend;
+	u64 *n = ks_counters.lookup(&idx);
+	if (n)
+		*n += 1;
+}
+
+/* Decide for one connect: pass (not a split of ours), refuse, or rewrite to *out. */
+static __always_inline int lb_choose(struct ks_service_key *key, struct ks_slot *out)
+{
+	struct ks_service *svc = ks_services.lookup(key);
+	if (!svc)
+		return LB_PASS;
+	if (svc->count == 0)
+		return LB_REFUSE;
+	struct ks_slot *s = lb_search(svc->table, svc->count, bpf_get_prandom_u32());
+	if (!s)
+		return LB_PASS;   /* torn state cannot happen (flip is last); fail open, never hang */
+	__builtin_memcpy(out, s, sizeof(*out));
+	lb_count(svc->split_id, s->backend);
+	return LB_REWRITE;
+}
+
+/* Remember what the application dialled, for getpeername. */
+static __always_inline void lb_remember(void *ctx, struct ks_service_key *key)
+{
+	u64 cookie = bpf_get_socket_cookie(ctx);
+	ks_origins.update(&cookie, key);
+}
+
+/* connect() fails with ECONNREFUSED at once: return 0 (reject) with the error set explicitly,
+ * instead of the EPERM a bare reject gives (bpf_set_retval, kernel >= 5.18). */
+static __always_inline int lb_refuse(void)
+{
+	bpf_set_retval(-KS_ECONNREFUSED);
+	return 0;
+}

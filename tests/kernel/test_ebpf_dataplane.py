@@ -1,0 +1,226 @@
+"""The eBPF dataplane for real: own cgroup, own netns, listeners on lo, a client process moved
+into the cgroup whose connect() calls the programs rewrite."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from agent.netns import entered
+from tests.conftest import unique_name
+
+pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
+
+CGROUP2 = Path("/sys/fs/cgroup/unified")
+
+# Runs in a child: join the cgroup, enter the netns, connect N times, report what it saw.
+CLIENT = r"""
+import ctypes, json, os, socket, sys
+cgroup, netns, host, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
+fd = os.open(netns, os.O_RDONLY)
+assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+out = []
+for _ in range(n):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+        peer = s.getpeername()[:2]
+        out.append({"label": s.recv(64).decode(), "peer": [peer[0], peer[1]]})
+    except OSError as e:
+        out.append({"error": e.errno})
+    finally:
+        s.close()
+print(json.dumps(out))
+"""
+
+
+def split_port(cluster_ip, port, backends, name="my-app-split", service="my-app"):
+    """backends: [(name, weight, [(ip, port), ...])]; shares computed like the model does."""
+    live = [(b, w, eps) for b, w, eps in backends if w > 0 and eps]
+    total = sum(w for _, w, _ in live)
+    shares = {b: Fraction(w, total) for b, w, _ in live}
+    endpoints = tuple(sorted(
+        (WeightedEndpoint(b, Endpoint(ip, p), shares[b] / len(eps)) for b, w, eps in live for ip, p in eps),
+        key=lambda e: (e.backend, e.endpoint)))
+    return SplitPort("default", service, name, "TrafficSplit", cluster_ip, port, "http", "TCP", endpoints,
+                     tuple(BackendShare(b, w, shares.get(b, Fraction(0)), bool(eps)) for b, w, eps in backends))
+
+
+@pytest.fixture
+def lab(netns):
+    """A netns with addresses on lo, listeners that answer with their label, and a cgroup."""
+    path = f"/var/run/netns/{netns}"
+    subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.1/32", "dev", "lo"], check=True)
+    subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.2/32", "dev", "lo"], check=True)
+    subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::1/128", "dev", "lo", "nodad"], check=True)
+    subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"], check=True)
+    cgroup = CGROUP2 / unique_name("cg")
+    cgroup.mkdir()
+    bpffs = Path("/sys/fs/bpf") / unique_name("bf")
+    stop = threading.Event()
+    sockets = []
+
+    def listen(ip, port, label):
+        with entered(path):
+            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ip, port))
+        s.listen(512)
+        s.settimeout(0.2)
+        sockets.append(s)
+
+        def serve():
+            while not stop.is_set():
+                try:
+                    c, _ = s.accept()
+                except (socket.timeout, OSError):
+                    continue
+                c.sendall(label.encode())
+                c.close()
+        threading.Thread(target=serve, daemon=True).start()
+
+    def client(host, port, n):
+        proc = subprocess.run([sys.executable, "-c", CLIENT, str(cgroup), path, host, str(port), str(n)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    class Lab:
+        pass
+    lab = Lab()
+    lab.netns, lab.cgroup, lab.bpffs, lab.listen, lab.client = path, cgroup, bpffs, listen, client
+    try:
+        yield lab
+    finally:
+        stop.set()
+        for s in sockets:
+            s.close()
+        from agent.dataplane.ebpf.loader import Pins, remove
+        remove(Pins(bpffs))
+        cgroup.rmdir()
+
+
+def make(lab):
+    from agent.dataplane.ebpf import EbpfDataplane
+    return EbpfDataplane(cgroup=lab.cgroup, bpffs=lab.bpffs)
+
+
+def labels(results):
+    out = {}
+    for r in results:
+        key = r.get("label", f"errno {r.get('error')}")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):
+    lab.listen("10.1.0.1", 8080, "v1")
+    lab.listen("10.1.0.2", 8080, "v2")
+    lab.listen("10.1.0.2", 9090, "v3")
+    dp = make(lab)
+    try:
+        r = dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 700, [("10.1.0.1", 8080)]),
+                                                         ("my-app-v2", 300, [("10.1.0.2", 8080)]),
+                                                         ("my-app-v3", 0, [("10.1.0.2", 9090)])])])
+        assert (r.written, r.removed, r.unchanged) == (1, 0, 0)
+        seen = labels(lab.client("10.100.200.30", 80, 400))
+        assert set(seen) <= {"v1", "v2"}, seen            # weight 0 never, no errors
+        assert 200 <= seen["v1"] <= 360, seen             # 70% of 400 = 280, sd ~9: loose
+        # Counters in the kernel say the same as the client.
+        [obs] = dp.observe()
+        got = {b.service: b.connections for b in obs.backends}
+        assert got == {"my-app-v1": seen["v1"], "my-app-v2": seen["v2"], "my-app-v3": 0}
+        assert (obs.namespace, obs.service, obs.split, obs.cluster_ip, obs.port, obs.refuse) == \
+            ("default", "my-app", "my-app-split", "10.100.200.30", 80, False)
+        assert [b.share for b in obs.backends] == [Fraction(7, 10), Fraction(3, 10), 0]
+    finally:
+        dp.close()
+
+
+def test_getpeername_returns_cluster_ip_and_port(lab):
+    lab.listen("10.1.0.1", 8080, "v1")
+    dp = make(lab)
+    dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+    dp.close()
+    [r] = lab.client("10.100.200.30", 80, 1)
+    assert r == {"label": "v1", "peer": ["10.100.200.30", 80]}
+
+
+def test_refusing_split_fails_connect_with_econnrefused_at_once(lab):
+    dp = make(lab)
+    dp.sync([split_port("10.100.200.31", 80, [("my-app-v1", 1, [])])])
+    dp.close()
+    results = lab.client("10.100.200.31", 80, 3)
+    assert results == [{"error": 111}] * 3     # ECONNREFUSED, not EPERM nor a timeout
+    [obs] = make(lab).observe()
+    assert obs.refuse
+
+
+def test_ipv6_split_through_connect6(lab):
+    lab.listen("fd00:5::1", 8080, "v1")
+    lab.listen("fd00:5::2", 8080, "v2")
+    dp = make(lab)
+    dp.sync([split_port("fd00:100::30", 80, [("my-app-v1", 1, [("fd00:5::1", 8080)]),
+                                               ("my-app-v2", 1, [("fd00:5::2", 8080)])])])
+    dp.close()
+    results = lab.client("fd00:100::30", 80, 60)
+    assert labels(results).keys() == {"v1", "v2"}
+    assert all(r["peer"] == ["fd00:100::30", 80] for r in results)
+
+
+def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
+    lab.listen("10.1.0.1", 8080, "v1")
+    lab.listen("10.1.0.2", 8080, "v2")
+    desired = [split_port("10.100.200.30", 80, [("my-app-v1", 900, [("10.1.0.1", 8080)]),
+                                                  ("my-app-v2", 100, [("10.1.0.2", 8080)])])]
+    first = make(lab)
+    first.sync(desired)
+    ids = first.program_ids()
+    assert first.compile_seconds is not None
+    first.close()
+
+    second = make(lab)                                   # a restarted agent
+    r = second.sync(desired)
+    assert (r.written, r.removed, r.unchanged) == (0, 0, 1)
+    assert second.compile_seconds is None and second.links_created == 0
+    # Rollout: v2 only. Map updates only: same programs, still attached.
+    rollout = [split_port("10.100.200.30", 80, [("my-app-v1", 0, [("10.1.0.1", 8080)]),
+                                                  ("my-app-v2", 1000, [("10.1.0.2", 8080)])])]
+    assert second.sync(rollout).written == 1
+    assert second.program_ids() == ids
+    assert labels(lab.client("10.100.200.30", 80, 50)) == {"v2": 50}
+    # A full resync of an unchanged kernel writes nothing either.
+    assert second.sync(rollout, full=True).written == 0
+    # Removed splits are pruned: the service address is no longer rewritten.
+    assert second.sync([]).removed == 1
+    assert second.observe() == []
+    second.close()
+
+
+def test_cleanup_leaves_no_program_attachment_or_pin(lab):
+    dp = make(lab)
+    dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+    ids = set(dp.program_ids().values())
+    assert dp.installed()
+    attached = subprocess.run(["bpftool", "-j", "cgroup", "show", str(lab.cgroup)],
+                              capture_output=True, text=True, check=True).stdout
+    assert {p["id"] for p in json.loads(attached)} == ids
+    dp.cleanup()
+    assert not dp.installed() and not lab.bpffs.exists()
+    attached = subprocess.run(["bpftool", "-j", "cgroup", "show", str(lab.cgroup)],
+                              capture_output=True, text=True, check=True).stdout
+    assert json.loads(attached.strip() or "[]") == []
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
+                                      text=True, check=True).stdout)
+    assert not ids & {p["id"] for p in progs}
