@@ -198,6 +198,7 @@ class Lab:
     def exec_argv(self, pod: str, argv: Sequence[str], uid: int | None = None) -> list[str]:
         return procs.launcher(argv, cgroup=self.pod_cgroup(pod), netns=self.plan.pod(pod).netns, uid=uid)
 
+
     def load(self, connections: int, target: str = "10.100.200.30:80", concurrency: int = 16,
              pod: str = "client", uid: int | None = None, timeout: float = 120) -> dict:
         """Make `connections` new connections from a pod's application; returns the load
@@ -267,3 +268,16 @@ def leftover_prefixes() -> list[str]:
         if parent.is_dir():
             found |= {p.name for p in parent.iterdir()}
     return sorted(p for p in found if PREFIX_RE.match(p))
+
+
+def pod_exec_argv(prefix: str, pod: str, argv: Sequence[str], uid: int | None = None) -> list[str]:
+    """argv run inside a pod of a running lab, found by name alone (labs built by tests have
+    more pods than the seed plan)."""
+    netns = f"{prefix}-{pod}"
+    saved = state.load(prefix)
+    cg = Path(saved.cgroup) if saved else cgroups.lab_cgroup(prefix)
+    if netns not in topology.lab_netns(prefix):
+        pods = [n.removeprefix(f"{prefix}-") for n in topology.lab_netns(prefix)]
+        raise LabError(f"lab {prefix} has no pod {pod!r}; it has: {', '.join(pods) or 'nothing'}")
+    pod_cg = cg / "pods" / pod
+    return procs.launcher(argv, cgroup=pod_cg if pod_cg.is_dir() else None, netns=netns, uid=uid)

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             # The interpreter may live where the unprivileged uid cannot read (pyenv under
             # /root): import the program while still root, drop privileges, then run it here.
             target = importlib.import_module(module)
+            importlib.import_module("encodings.idna")  # loaded lazily by socket.getaddrinfo
             _drop_privileges(args.uid, args.gid)
             sys.argv = [module, *args.command[3:]]
             target.main()

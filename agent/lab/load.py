@@ -46,6 +46,8 @@ def one_request(target: tuple[str, int]) -> tuple[str, dict[str, str]]:
         return "timeout", {}
     except OSError as exc:
         return ("refused" if exc.errno == errno.ECONNREFUSED else f"error:{exc.strerror}"), {}
+    except Exception as exc:  # noqa: BLE001 - counted and reported, never a silent thread death
+        return f"error:{type(exc).__name__}: {exc}", {}
     raw = b"".join(chunks)
     head, _, body = raw.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):

@@ -1,0 +1,127 @@
+"""`kernsplit lab up | demo | down | exec`: the seed scenario on network namespaces."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import click
+
+from agent.lab import state
+from agent.lab.lab import DATAPLANES, LabError, down, leftover_prefixes, open_lab, pod_exec_argv
+from agent.lab.manifests import SEED_WEIGHTS, SPLIT_FILE, render_split
+from agent.lab.plan import check_prefix, new_prefix
+
+_dataplane = click.option("--dataplane", type=click.Choice(DATAPLANES), default="iptables",
+                          show_default=True, help="how the node agent enforces splits")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM tears the lab down like Ctrl-C does (the finally blocks run)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise click.ClickException("the lab creates network namespaces and cgroups: run as root")
+
+
+def _prefix_option(value: str | None) -> str:
+    try:
+        return check_prefix(value) if value else new_prefix()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group()
+def lab() -> None:
+    """A lab of network namespaces running the seed canary scenario."""
+
+
+@lab.command()
+@_dataplane
+@click.option("--prefix", help="lab prefix ksl<4 hex> (default: a new random one)")
+def up(dataplane: str, prefix: str | None) -> None:
+    """Build a lab with the seed TrafficSplit (900m/100m) and leave it running."""
+    _need_root()
+    _sigterm_as_interrupt()
+    the_lab = open_lab(_prefix_option(prefix), dataplane)
+    try:
+        the_lab.up(split=render_split(SEED_WEIGHTS))
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from None
+    p, m = the_lab.prefix, the_lab.manifests
+    click.echo(f"""lab {p} is up (dataplane {dataplane}); pods: {', '.join(x.name for x in the_lab.plan.pods)}
+  manifests (the agent watches them): {m}/services.yaml, {m}/{SPLIT_FILE}
+  agent log:     {the_lab.agent_log}
+  send requests: kernsplit lab exec --prefix {p} client python3 -m agent.lab.load -n 1000
+  one request:   kernsplit lab exec --prefix {p} client curl -s http://10.100.200.30/
+  kernel state:  kernsplit show --netns {the_lab.node}{f' --bpffs {the_lab.bpffs}' if the_lab.bpffs else ''}
+  remove it:     kernsplit lab down --prefix {p}""")
+
+
+@lab.command()
+@_dataplane
+@click.option("--connections", "-n", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option("--keep", is_flag=True, help="leave the lab running at the end")
+def demo(dataplane: str, connections: int, keep: bool) -> None:
+    """The seed scenario: 90/10 canary, then rollout to 0/100, observed for real."""
+    _need_root()
+    _sigterm_as_interrupt()
+    from agent.lab.demo import run_demo
+    try:
+        run_demo(dataplane, connections, keep, click.echo)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@lab.command(name="down")
+@click.option("--prefix", help="the lab to remove")
+@click.option("--all", "everything", is_flag=True, help="every lab (ksl<hex>) found on this host")
+def down_cmd(prefix: str | None, everything: bool) -> None:
+    """Remove a lab: processes, namespaces, veths, rules, cgroups, BPF pins, files."""
+    _need_root()
+    if everything:
+        prefixes = leftover_prefixes()
+    elif prefix:
+        prefixes = [_prefix_option(prefix)]
+    else:
+        prefixes = leftover_prefixes()
+        if len(prefixes) > 1:
+            raise click.UsageError(f"several labs exist ({', '.join(prefixes)}): "
+                                   "give --prefix P or --all")
+    failed = False
+    for p in prefixes:
+        problems = down(p)
+        for problem in problems:
+            click.echo(f"lab {p}: {problem}", err=True)
+        failed |= bool(problems)
+        click.echo(f"lab {p} removed" + (" (with problems)" if problems else ""))
+    if not prefixes:
+        click.echo("no lab found")
+    sys.exit(1 if failed else 0)
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.option("--prefix", help="the lab (default: the only one running)")
+@click.option("--uid", type=int, help="run as this uid (e.g. 2102: bypasses the proxy)")
+@click.argument("pod")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(prefix: str | None, uid: int | None, pod: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside POD (its network namespace and cgroup)."""
+    _need_root()
+    if prefix is None:
+        running = state.known_prefixes()
+        if len(running) != 1:
+            raise click.UsageError("give --prefix P: labs running: " + (", ".join(running) or "none"))
+        prefix = running[0]
+    argv = list(command)
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable   # the venv's interpreter, which has the agent.lab modules
+    try:
+        full = pod_exec_argv(_prefix_option(prefix), pod, argv, uid)
+    except LabError as exc:
+        raise click.UsageError(str(exc)) from None
+    os.execvp(full[0], full)

@@ -1,0 +1,58 @@
+"""`kernsplit lab demo`: the seed scenario, end to end, on a throwaway lab.
+
+up -> TrafficSplit 900m/100m -> N requests from the client app through its proxy -> observed split
++ `kernsplit show` -> rollout 0m/1000m -> N again -> 100% v2 -> down (always, also on error or
+Ctrl-C, unless --keep).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.lab.lab import Lab, down, open_lab
+from agent.lab.manifests import ROLLOUT_WEIGHTS, SEED_WEIGHTS, SPLIT_FILE, render_split
+from agent.lab.observe import wait_applied
+from agent.lab.plan import new_prefix
+from agent.lab.report import split_table
+
+Echo = Callable[[str], None]
+
+
+def _milli(weights) -> dict[str, int]:
+    return {svc: int(str(w).rstrip("m")) for svc, w in weights}
+
+
+def _round(lab: Lab, echo: Echo, weights, connections: int, title: str) -> None:
+    milli = _milli(weights)
+    echo(f"\n== {title}: TrafficSplit my-app-split -> "
+         + ", ".join(f"{s} {w}" for s, w in weights))
+    lab.write_manifest(SPLIT_FILE, render_split(weights))
+    wait_applied(lab, milli)
+    echo(f"   agent applied it; sending {connections} requests from the client app "
+         f"to my-app (10.100.200.30:80) through its proxy ...")
+    result = lab.load(connections)
+    total = sum(milli.values())
+    expected = {s.removeprefix("my-app-"): w / total for s, w in milli.items()}
+    failed = sum(n for k, n in result["outcomes"].items() if k != "ok")
+    echo(split_table(result["versions"], expected, failed,
+                     title=f"   answers by version ({result['seconds']:.2f}s):"))
+    echo("\n   $ kernsplit show --netns " + lab.node)
+    shown = lab.show()
+    echo("\n".join("   " + line for line in (shown.stdout or shown.stderr).splitlines()))
+
+
+def run_demo(dataplane: str, connections: int, keep: bool, echo: Echo) -> None:
+    lab = open_lab(new_prefix(), dataplane)
+    echo(f"== building lab {lab.prefix} (dataplane {dataplane}): node, 3 x my-app-v1, "
+         "3 x my-app-v2, client pod with proxy-init + proxy, agent")
+    try:
+        lab.up()
+        echo(f"   manifests in {lab.manifests}, agent log {lab.agent_log}")
+        _round(lab, echo, SEED_WEIGHTS, connections, "canary 90/10")
+        _round(lab, echo, ROLLOUT_WEIGHTS, connections, "rollout 0/100")
+    finally:
+        if keep:
+            echo(f"\n== lab {lab.prefix} kept; remove it with: kernsplit lab down --prefix {lab.prefix}")
+        else:
+            echo(f"\n== tearing down lab {lab.prefix}")
+            for problem in down(lab.prefix):
+                echo(f"   warning: {problem}")
