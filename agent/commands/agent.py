@@ -1,0 +1,73 @@
+"""`kernsplit agent`: program the node's dataplane from manifests, once or continuously."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from agent import logs
+
+log = logging.getLogger("kernsplit.agent")
+
+
+def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: str | None,
+                      bpffs: str | None) -> dict:
+    """Constructor keywords for `agent.dataplane.make_dataplane`: each dataplane gets its own,
+    and options left unset are not passed, so the dataplane's defaults apply."""
+    if name == "iptables":
+        return {"netns": netns, "mode": iptables_mode}
+    return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs)) if v is not None}
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@click.command()
+@click.option("--config", "config_paths", multiple=True, type=click.Path(exists=True),
+              help="Manifest file or directory (repeatable). Required unless --cleanup.")
+@click.option("--dataplane", type=click.Choice(["iptables", "ebpf"]), default="iptables", show_default=True)
+@click.option("--once", is_flag=True, help="Apply once and exit (0 ok, 1 config errors: kernel untouched).")
+@click.option("--netns", default=None, help="Target network namespace: name or path (iptables).")
+@click.option("--cgroup", default=None, help="cgroup v2 directory to attach to (ebpf).")
+@click.option("--bpffs", default=None, help="bpffs directory for pins (ebpf).")
+@click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
+              help="Seconds between full resyncs that repair drift.")
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True)
+@click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
+@click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
+@click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
+def agent(config_paths, dataplane, once, netns, cgroup, bpffs, resync_interval, log_format, log_level,
+          cleanup, iptables_mode):
+    """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
+    logs.setup(log_format, log_level)
+    if not cleanup and not config_paths:
+        raise click.UsageError("--config PATH is required (unless --cleanup)")
+    if netns and dataplane == "ebpf":
+        log.warning("--netns is ignored by the ebpf dataplane (it attaches to --cgroup)")
+    # Imported here: the reconcile loop pulls in the model and (for ebpf) BCC only when needed.
+    from agent.dataplane import make_dataplane
+    from agent.reconcile import Reconciler, Timing
+
+    try:
+        dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs))
+        if cleanup:
+            dp.cleanup()
+            log.info("cleanup done: kernsplit %s objects removed", dataplane)
+            sys.exit(0)
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.error("%s dataplane: %s", dataplane, exc)
+        sys.exit(1)
+    reconciler = Reconciler(dp, config_paths, Timing(resync_interval=resync_interval))
+    if once:
+        sys.exit(reconciler.once())
+    stop = _stop_on_signals()
+    log.info("agent running: dataplane %s, watching %s", dataplane, ", ".join(config_paths),
+             extra={"dataplane": dataplane, "resync_interval": resync_interval})
+    sys.exit(reconciler.run(stop))
