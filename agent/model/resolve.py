@@ -197,7 +197,7 @@ def _backend_endpoints(split: Split, backend: Backend, root: Service, root_port:
         port = _backend_port(split, backend.port, service, root_port)
         if port is None:
             wanted = f"port {backend.port}" if backend.port is not None else (
-                f"a port matching root port {root_port.describe()}")
+                f"port matching root port {root_port.describe()}")
             _warn(sink, split, backend.field, f"backend Service {key[0]}/{key[1]} has no TCP {wanted}: "
                                               f"it gets no traffic on port {root_port.port}")
             return ()
