@@ -56,6 +56,7 @@ def ensure_tree(release: str | None = None, cache_root: Path = CACHE_ROOT) -> Pa
     cache_root.mkdir(parents=True, exist_ok=True)
     # Build beside, then rename: a concurrent agent never sees a half-written tree.
     staging = Path(tempfile.mkdtemp(prefix=f".kernel-tree-{release}.", dir=cache_root))
+    staging.chmod(0o755)
     try:
         _write_tree(staging, config, release)
         shutil.rmtree(tree, ignore_errors=True)

@@ -37,9 +37,10 @@ def counts(shares: Sequence[Fraction]) -> tuple[int, ...]:
         step += 1
     # Only when tiny shares were lifted to 1: take the excess back from the biggest counts.
     while missing < 0:
-        i = max(range(len(result)), key=lambda j: (result[j] - ideal[j], result[j]))
-        if result[i] <= 1:
+        candidates = [j for j in range(len(result)) if result[j] > 1]
+        if not candidates:
             raise ValueError("shares too small to give every endpoint a value")
+        i = max(candidates, key=lambda j: (result[j] - ideal[j], result[j]))
         result[i] -= 1
         missing += 1
     return tuple(result)

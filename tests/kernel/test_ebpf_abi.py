@@ -1,0 +1,52 @@
+"""The hand-written ctypes mirrors (agent/dataplane/ebpf/abi.py) match what BCC compiles from
+bpf/ks_types.h, field by field; and the generated kernel tree is what BCC compiles against."""
+from __future__ import annotations
+
+import ctypes as ct
+import os
+
+import pytest
+
+from agent.dataplane.ebpf import abi, loader
+from agent.dataplane.ebpf.headers import bcc_environment
+
+pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
+
+
+def layout(t):
+    """A comparable description of a ctypes type: sizes, field names, offsets, element types."""
+    if isinstance(t, type) and issubclass(t, ct.Structure):
+        return ("struct", ct.sizeof(t),
+                tuple((name, getattr(t, name).offset, layout(ft)) for name, ft, *_ in t._fields_))
+    if isinstance(t, type) and issubclass(t, ct.Array):
+        return ("array", t._length_, layout(t._type_))
+    return ("scalar", ct.sizeof(t))
+
+
+@pytest.fixture(scope="module")
+def compiled(request):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    os.environ.update(bcc_environment())
+    from bcc import BPF
+    text = "\n".join((loader.BPF_SRC / f).read_text() for f in loader.SOURCES)
+    bpf = BPF(text=text.encode(), cflags=[f"-I{loader.BPF_SRC}", "-Wno-unused-function"])
+    yield bpf
+    bpf.cleanup()
+
+
+@pytest.mark.parametrize("name", list(abi.MAP_TYPES))
+def test_mirror_matches_bcc_types(compiled, name):
+    tbl = compiled.get_table(name.encode())
+    key_t, value_t = abi.MAP_TYPES[name]
+    assert layout(tbl.Key) == layout(key_t)
+    leaf = tbl.Leaf
+    if name == "ks_counters":             # BCC reports a per-CPU leaf as an array of u64
+        leaf = leaf._type_ if issubclass(leaf, ct.Array) else leaf
+    assert layout(leaf) == layout(value_t)
+
+
+def test_map_sizes_match_the_header_limits(compiled):
+    assert compiled.get_table(b"ks_services").max_entries == abi.KS_MAX_SPLITS
+    assert compiled.get_table(b"ks_counters").max_entries == abi.KS_MAX_SPLITS * abi.KS_MAX_BACKENDS
+    assert compiled.get_table(b"ks_meta").max_entries == abi.KS_MAX_SPLITS

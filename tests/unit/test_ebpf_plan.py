@@ -1,0 +1,96 @@
+"""The eBPF planner: what a sync writes, and in which order (no kernel needed)."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from agent.dataplane.ebpf import plan
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+
+
+def split(ip="10.100.200.30", port=80, weights=(900, 100), name="my-app-split"):
+    total = sum(weights)
+    backends = tuple(BackendShare(f"my-app-v{i + 1}", w, Fraction(w, total or 1), True)
+                     for i, w in enumerate(weights))
+    endpoints = tuple(WeightedEndpoint(b.service, Endpoint(f"10.1.{i}.1", 8080), b.share)
+                      for i, b in enumerate(backends) if b.weight)
+    return SplitPort("default", "my-app", name, "TrafficSplit", ip, port, "http", "TCP", endpoints, backends)
+
+
+def apply(installed, desired):
+    return plan.plan(plan.images(desired), installed)
+
+
+def test_new_split_writes_slots_then_meta_then_flips():
+    p = apply({}, [split()])
+    kinds = [type(op).__name__ for op in p.ops]
+    assert kinds == ["WriteSlot", "WriteSlot", "WriteMeta", "ResetCounters", "WriteService"]
+    assert (p.written, p.removed, p.unchanged) == (1, 0, 0)
+
+
+def test_weight_change_new_table_beside_old_then_flip_then_delete_old():
+    first = apply({}, [split()]).result
+    p = apply(first, [split(weights=(500, 500))])
+    kinds = [type(op).__name__ for op in p.ops]
+    assert kinds == ["WriteSlot", "WriteSlot", "WriteMeta", "WriteService", "DeleteSlot", "DeleteSlot"]
+    old_table = next(iter(first.values())).table
+    writes = [op for op in p.ops if isinstance(op, plan.WriteSlot)]
+    flip = next(op for op in p.ops if isinstance(op, plan.WriteService))
+    deletes = [op for op in p.ops if isinstance(op, plan.DeleteSlot)]
+    assert {w.table for w in writes} == {flip.table} != {old_table}     # beside, not over, the live one
+    assert {d.table for d in deletes} == {old_table}
+    assert p.ops.index(flip) > max(p.ops.index(w) for w in writes)
+    assert p.ops.index(flip) < min(p.ops.index(d) for d in deletes)
+    # Same split id: counters survive a weight change; no ResetCounters.
+    assert not any(isinstance(op, plan.ResetCounters) for op in p.ops)
+    # A second change goes back to the first generation.
+    again = apply(p.result, [split(weights=(1, 0))])
+    assert next(op for op in again.ops if isinstance(op, plan.WriteService)).table == old_table
+
+
+def test_unchanged_writes_nothing():
+    first = apply({}, [split(), split(port=443)]).result
+    p = apply(first, [split(), split(port=443)])
+    assert p.ops == () and (p.written, p.unchanged) == (0, 2)
+
+
+def test_removed_split_stops_matching_first():
+    first = apply({}, [split()]).result
+    p = apply(first, [])
+    assert isinstance(p.ops[0], plan.DeleteService)
+    assert isinstance(p.ops[-1], plan.DeleteMeta)
+    assert p.removed == 1 and p.result == {}
+
+
+def test_refusing_split_is_a_service_with_no_slots():
+    p = apply({}, [split(weights=(0, 0))])
+    flip = next(op for op in p.ops if isinstance(op, plan.WriteService))
+    assert flip.count == 0 and not any(isinstance(op, plan.WriteSlot) for op in p.ops)
+
+
+def test_weight_zero_backend_gets_no_slot_but_keeps_its_counter_index():
+    img = plan.image(split(weights=(0, 1)))
+    assert [s.backend for s in img.slots] == [1]
+    assert [b.name for b in img.meta.backends] == ["my-app-v1", "my-app-v2"]
+
+
+def test_new_split_does_not_reuse_an_id_being_removed():
+    first = apply({}, [split()]).result
+    p = apply(first, [split(port=443)])
+    [old] = first.values()
+    [new] = p.result.values()
+    assert new.split_id != old.split_id
+
+
+def test_orphans_left_by_a_crash_are_deleted():
+    state = apply({}, [split()]).result
+    [inst] = state.values()
+    ops = plan.orphan_ops(state, [(inst.table, 0), (inst.table, 1), (inst.table ^ 1, 0)], [inst.split_id, 7])
+    assert ops == [plan.DeleteSlot(inst.table ^ 1, 0), plan.DeleteMeta(7)]
+
+
+def test_errors_name_the_object_and_field():
+    long = split(name="x" * 300)
+    with pytest.raises(plan.SplitTooLarge, match=r"TrafficSplit default/x+: name"):
+        plan.image(long)
