@@ -57,7 +57,12 @@ def _service_parents(ctx: DocContext, spec: Mapping) -> list[tuple[str, int | No
         if not isinstance(ref, Mapping):
             ctx.error(path, "must be a mapping")
             continue
-        if ref.get("kind", "Gateway") != "Service" or ref.get("group", "gateway.networking.k8s.io") not in _CORE_GROUPS:
+        if ref.get("kind", "Gateway") != "Service":
+            continue
+        if ref.get("group", GATEWAY_GROUP) not in _CORE_GROUPS:
+            # parentRef's group defaults to gateway.networking.k8s.io, not the core group: a
+            # common slip when writing a mesh route by hand, so say so instead of ignoring silently.
+            ctx.warning(f"{path}.group", 'must be "" (core) for a Service parent; this parentRef is ignored')
             continue
         name = ctx.string(ref, "name", f"{path}.name", required=True)
         namespace = ref.get("namespace") or ctx.doc.namespace
