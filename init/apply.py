@@ -81,7 +81,24 @@ def make_plans(cfg: InitConfig, fams: Sequence[Family], log: logging.Logger, *, 
     for family in fams:
         for backend, reason in _backends(cfg, family, cleanup, firewall_bin):
             plans.append(_plan_one(cfg, family, backend, reason, log, cleanup, tolerate_unreadable))
+            if not cleanup:
+                plans += _other_backend_leftovers(cfg, family, backend, log)
     return plans
+
+
+def _other_backend_leftovers(cfg: InitConfig, family: Family, chosen: Backend, log: logging.Logger) -> list[FamilyPlan]:
+    """Our rules left in the other backend by an earlier run (e.g. --iptables-mode changed): both
+    would apply, so converging means removing them, after the new rules are in place."""
+    other = Backend.NFT if chosen is Backend.LEGACY else Backend.LEGACY
+    try:
+        observed = read_nat(cfg.netns, other, family)
+    except IptablesError:
+        return []
+    text = plan.reconcile(None, observed)
+    if text is None:
+        return []
+    log.info("%s: removing our earlier rules from iptables-%s", family.value, other.value)
+    return [FamilyPlan(family, other, f"leftovers of an earlier run in iptables-{other.value}", observed, text)]
 
 
 def _backends(cfg: InitConfig, family: Family, cleanup: bool, firewall_bin: str | None):

@@ -198,3 +198,10 @@ def test_console_script_applies_in_a_fresh_namespace(netns):
     assert proc.returncode == 0, proc.stderr
     assert '"backend": "nft"' in proc.stderr
     assert "KS-PROXY-INIT-REDIRECT" in state(netns, "nft")[Family.V4]
+
+
+def test_switching_backend_moves_our_rules(netns):
+    run("--netns", netns, "--iptables-mode", "legacy", "--no-ipv6")
+    run("--netns", netns, "--iptables-mode", "nft", "--no-ipv6")
+    assert "KS-PROXY-INIT" not in state(netns, "legacy")[Family.V4]
+    assert "KS-PROXY-INIT-OUTPUT" in state(netns, "nft")[Family.V4]
