@@ -34,8 +34,9 @@ def _round(lab: Lab, echo: Echo, weights, connections: int, title: str) -> None:
     expected = {s.removeprefix("my-app-"): w / total for s, w in milli.items()}
     failed = sum(n for k, n in result["outcomes"].items() if k != "ok")
     echo(split_table(result["versions"], expected, failed,
-                     title=f"   answers by version ({result['seconds']:.2f}s):"))
-    echo("\n   $ kernsplit show --netns " + lab.node)
+                     title=f"   answers by version ({result['seconds']:.2f}s):", label="version"))
+    bpffs = f" --bpffs {lab.bpffs}" if lab.bpffs else ""
+    echo(f"\n   $ kernsplit show --netns {lab.node}{bpffs}")
     shown = lab.show()
     echo("\n".join("   " + line for line in (shown.stdout or shown.stderr).splitlines()))
 

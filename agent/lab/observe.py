@@ -20,13 +20,31 @@ def _objects(node) -> Iterator[dict]:
             yield from _objects(v)
 
 
-def observed_weights(doc, root: str) -> dict[str, int] | None:
-    """{backend service: weight} of the split whose root service is `root`, or None."""
+def split_of(doc, root: str) -> dict | None:
+    """The JSON object `show` prints for the split of root service `root` (first port)."""
     for obj in _objects(doc):
         if obj.get("service") == root and isinstance(obj.get("backends"), list):
-            return {b["service"]: int(b["weight"]) for b in obj["backends"]
-                    if isinstance(b, dict) and "service" in b and "weight" in b}
+            return obj
     return None
+
+
+def observed_weights(doc, root: str) -> dict[str, int] | None:
+    """{backend service: weight} of the split whose root service is `root`, or None."""
+    split = split_of(doc, root)
+    if split is None:
+        return None
+    return {b["service"]: int(b["weight"]) for b in split["backends"]
+            if isinstance(b, dict) and "service" in b and "weight" in b}
+
+
+def same_proportions(observed: Mapping[str, int], expected: Mapping[str, int]) -> bool:
+    """Weights compared as proportions among the expected backends, so that the units a
+    dataplane records (milli-units, integers) do not matter."""
+    if any(k not in observed for k in expected):
+        return False
+    total_o = sum(observed[k] for k in expected)
+    total_e = sum(expected.values())
+    return all(observed[k] * total_e == v * total_o for k, v in expected.items())
 
 
 def observed_connections(doc, root: str) -> dict[str, int]:
@@ -45,21 +63,21 @@ def show_json(lab: Lab):
     return json.loads(proc.stdout)
 
 
-def wait_applied(lab: Lab, weights: Mapping[str, int], root: str = "my-app",
+def wait_applied(lab: Lab, weights: Mapping[str, int] | None, root: str = "my-app",
                  timeout: float = 10.0) -> dict:
-    """Poll `kernsplit show` until the split of `root` carries these backend weights
-    (milli-units for SMI quantities); returns the show document."""
+    """Poll `kernsplit show` until the split of `root` is in the kernel with these backend
+    weights (as proportions; None: just present); returns the show document."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
         try:
             doc = show_json(lab)
             last = observed_weights(doc, root)
-            if last is not None and all(last.get(k) == v for k, v in weights.items()):
+            if last is not None and (weights is None or same_proportions(last, weights)):
                 return doc
         except (LabError, ValueError) as exc:
             last = str(exc)
         if time.monotonic() > deadline:
-            raise LabError(f"the agent did not apply {dict(weights)} for {root} within {timeout}s; "
-                           f"kernel shows {last}; agent log: {lab.agent_log}")
+            raise LabError(f"the agent did not apply {dict(weights or {})} for {root} within "
+                           f"{timeout}s; kernel shows {last}; agent log: {lab.agent_log}")
         time.sleep(0.1)

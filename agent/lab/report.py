@@ -7,12 +7,12 @@ BAR_WIDTH = 40
 
 
 def split_table(counts: Mapping[str, int], expected: Mapping[str, float] | None = None,
-                failures: int = 0, title: str = "") -> str:
+                failures: int = 0, title: str = "", label: str = "backend") -> str:
     """Rows: backend, connections, observed share, expected share, bar."""
     total = sum(counts.values())
     keys = sorted(set(counts) | set(expected or {}))
     lines = [title] if title else []
-    lines.append(f"  {'backend':<14}{'conns':>7}{'observed':>10}{'desired':>9}  ")
+    lines.append(f"  {label:<14}{'conns':>7}{'observed':>10}{'desired':>9}  ")
     for key in keys:
         n = counts.get(key, 0)
         share = n / total if total else 0.0

@@ -5,13 +5,27 @@ never in the root one), so deleting the lab namespaces deletes every interface a
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from pyroute2 import NetNS, netns as pyroute_netns
+from pyroute2 import IPRoute, netns as pyroute_netns
 
 from agent.lab.plan import BRIDGE_IP, POD_NET_PREFIXLEN, LabPlan, PodPlan
 from agent.netns import NETNS_RUN_DIR, entered
+
+
+@contextlib.contextmanager
+def _netlink(target: str) -> Iterator[IPRoute]:
+    """A netlink socket opened inside the target namespace (it stays bound to it). Unlike
+    pyroute2's NetNS this needs no helper process: nothing forks while the lab is built."""
+    with entered(target):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
 
 
 def _sysctls(target: str, values: dict[str, str]) -> None:
@@ -26,7 +40,7 @@ def _sysctls(target: str, values: dict[str, str]) -> None:
 
 def _build_node(plan: LabPlan) -> None:
     pyroute_netns.create(plan.node_netns)
-    with NetNS(plan.node_netns) as ns:
+    with _netlink(plan.node_netns) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
         ns.link("add", ifname=plan.bridge, kind="bridge")
         br = ns.link_lookup(ifname=plan.bridge)[0]
@@ -47,14 +61,14 @@ def _build_node(plan: LabPlan) -> None:
 
 def _build_pod(plan: LabPlan, pod: PodPlan) -> None:
     pyroute_netns.create(pod.netns)
-    with NetNS(plan.node_netns) as ns:
+    with _netlink(plan.node_netns) as ns:
         ns.link("add", ifname=pod.host_veth, kind="veth",
                 peer={"ifname": "eth0", "net_ns_fd": str(NETNS_RUN_DIR / pod.netns)})
         idx = ns.link_lookup(ifname=pod.host_veth)[0]
         br = ns.link_lookup(ifname=plan.bridge)[0]
         ns.link("set", index=idx, master=br)
         ns.link("set", index=idx, state="up")
-    with NetNS(pod.netns) as ns:
+    with _netlink(pod.netns) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
         eth = ns.link_lookup(ifname="eth0")[0]
         ns.addr("add", index=eth, address=pod.ip, prefixlen=32)
