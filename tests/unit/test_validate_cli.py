@@ -1,0 +1,85 @@
+"""`kernsplit validate`: what a user sees, and the exit codes scripts rely on."""
+import json
+import shutil
+
+from click.testing import CliRunner
+
+from agent.cli import main
+
+SEED = "tests/unit/manifests/seed"
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["validate", *args])
+
+
+def test_seed_is_valid_and_summarised():
+    result = run(SEED)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "TrafficSplit default/my-app-split: my-app 10.100.200.30:80 -> my-app-v1 90% (3 endpoints), "
+        "my-app-v2 10% (3 endpoints)",
+        "1 split, 1 split port, 0 errors, 0 warnings"]
+
+
+def test_seed_as_json_has_exact_shares_as_fraction_strings():
+    result = run(SEED, "-o", "json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert set(data) == {"splits", "split_ports", "diagnostics"}
+    assert [(s["kind"], s["name"], [b["weight"] for b in s["backends"]]) for s in data["splits"]] == [
+        ("TrafficSplit", "my-app-split", [900, 100])]
+    [port] = data["split_ports"]
+    assert (port["cluster_ip"], port["port"], port["refuse"]) == ("10.100.200.30", 80, False)
+    assert [(b["service"], b["share"], b["resolved"]) for b in port["backends"]] == [
+        ("my-app-v1", "9/10", True), ("my-app-v2", "1/10", True)]
+    assert [(e["backend"], e["ip"], e["port"], e["share"]) for e in port["endpoints"]][::3] == [
+        ("my-app-v1", "10.244.1.11", 8080, "3/10"), ("my-app-v2", "10.244.2.11", 8080, "1/30")]
+    assert data["diagnostics"] == []
+
+
+def test_errors_exit_one_and_name_file_object_field(tmp_path):
+    split = tmp_path / "deploy" / "split.yaml"
+    split.parent.mkdir()
+    split.write_text("apiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\n"
+                     "metadata: {name: my-app-split, namespace: default}\n"
+                     "spec:\n  service: my-app\n  backends:\n  - {service: my-app-v1, weight: 1}\n"
+                     "  - {service: my-app-v2, weight: -5}\n")
+    result = run(str(split))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f'error: {split}: TrafficSplit default/my-app-split: spec.backends[1].weight: "-5" is negative',
+        "0 splits, 0 split ports, 1 error, 0 warnings"]
+
+
+def test_errors_in_json_mode_exit_one_too(tmp_path):
+    (tmp_path / "bad.yaml").write_text("kind: Service\napiVersion: v1\nmetadata: {name: x}\nspec: {clusterIP: nope}\n")
+    result = run(str(tmp_path), "-o", "json")
+    assert result.exit_code == 1
+    [diagnostic] = json.loads(result.output)["diagnostics"]
+    assert diagnostic == {"severity": "error", "file": str(tmp_path / "bad.yaml"), "object": "Service default/x",
+                          "field": "spec.clusterIP", "message": '"nope" is not an IP address',
+                          "text": f'{tmp_path / "bad.yaml"}: Service default/x: spec.clusterIP: "nope" is not an IP '
+                                  "address"}
+
+
+def test_warnings_only_exit_zero(tmp_path):
+    shutil.copytree(SEED, tmp_path / "seed")
+    (tmp_path / "seed" / "endpoints.yaml").unlink()     # no endpoints anywhere: refuse, with warnings
+    result = run(str(tmp_path / "seed"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(line.startswith("warning: ") for line in lines[:-2])
+    assert lines[-2] == ("TrafficSplit default/my-app-split: my-app 10.100.200.30:80 -> refuse connections "
+                         "(no endpoints)")
+    assert lines[-1] == "1 split, 1 split port, 0 errors, 3 warnings"
+
+
+def test_missing_path_exits_one():
+    result = run("/nonexistent/kernsplit/manifests")
+    assert result.exit_code == 1
+    assert "error: /nonexistent/kernsplit/manifests: -: -: no such file or directory" in result.output
+
+
+def test_a_path_is_required():
+    assert run().exit_code == 2
