@@ -205,3 +205,36 @@ def test_switching_backend_moves_our_rules(netns):
     run("--netns", netns, "--iptables-mode", "nft", "--no-ipv6")
     assert "KS-PROXY-INIT" not in state(netns, "legacy")[Family.V4]
     assert "KS-PROXY-INIT-OUTPUT" in state(netns, "nft")[Family.V4]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_use_wait_flag_is_accepted_by_both_backends(netns, backend):
+    run("--netns", netns, "--iptables-mode", backend, "--no-ipv6", "-w")
+    assert "KS-PROXY-INIT-OUTPUT" in state(netns, backend)[Family.V4]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_simulate_changes_nothing_and_prints_what_a_run_would_apply(netns, backend):
+    preload(netns, backend)
+    before = state(netns, backend)
+    sim = run("--netns", netns, "--iptables-mode", backend, "--ipv6", "--simulate")
+    assert state(netns, backend) == before
+    assert f"# ipv4: input for iptables-{backend}-restore --noflush" in sim.stdout
+    run("--netns", netns, "--iptables-mode", backend, "--ipv6")
+    again = run("--netns", netns, "--iptables-mode", backend, "--ipv6", "--dry-run")
+    assert f"# ipv4: iptables-{backend} already up to date; nothing to apply" in again.stdout
+
+
+def test_ipv6_is_off_by_default_when_the_namespace_has_only_loopback(netns):
+    result = run("--netns", netns, "--iptables-mode", "nft")
+    assert "IPv6 disabled: no IPv6 address besides ::1" in result.stderr
+    assert "KS-PROXY-INIT" not in state(netns, "nft")[Family.V6]
+    assert "KS-PROXY-INIT-OUTPUT" in state(netns, "nft")[Family.V4]
+
+
+def test_kernsplit_init_is_the_same_command(netns):
+    exe = Path(sys.executable).with_name("kernsplit")
+    proc = subprocess.run([str(exe), "init", "--netns", netns, "--iptables-mode", "legacy", "--no-ipv6"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "KS-PROXY-INIT-REDIRECT" in state(netns, "legacy")[Family.V4]
