@@ -50,7 +50,7 @@ def agent(config_paths, dataplane, once, netns, cgroup, bpffs, resync_interval, 
     if not cleanup and not config_paths:
         raise click.UsageError("--config PATH is required (unless --cleanup)")
     if netns and dataplane == "ebpf":
-        log.warning("--netns is ignored by the ebpf dataplane (it attaches to --cgroup)")
+        log.debug("--netns is not used by the ebpf dataplane (it attaches to --cgroup)")
     # Imported here: the reconcile loop pulls in the model and (for ebpf) BCC only when needed.
     from agent.dataplane import make_dataplane
     from agent.reconcile import Reconciler, Timing
