@@ -161,14 +161,5 @@ def _roll_back(cfg: InitConfig, done: Sequence[FamilyPlan], log: logging.Logger)
             log.error("%s: roll-back failed, rules of this run may remain: %s", p.family.value, exc)
 
 
-def cleanup_families(cfg: InitConfig) -> list[Family]:
-    """--cleanup removes ours from both families, whatever --ipv6 says: leftovers must go."""
-    return [Family.V4, Family.V6]
-
-
-def firewall_state(netns, backend: Backend, family: Family) -> str:
-    """`iptables-save` without counters or timestamps: what a user compares before and after."""
-    return "".join(line + "\n" for line in ipt.save(netns, backend, family).splitlines()
-                   if not line.startswith("#"))
-
-
+# --cleanup removes ours from both families, whatever --ipv6 says: leftovers must go.
+CLEANUP_FAMILIES = (Family.V4, Family.V6)

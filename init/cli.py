@@ -78,10 +78,10 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
     if validate_only:
         _finish_validation(cfg, log)
         return
-    fams = apply.cleanup_families(cfg) if cleanup else apply.families(cfg, log)
+    fams = apply.CLEANUP_FAMILIES if cleanup else apply.families(cfg, log)
     try:
         plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin_path,
-                                 tolerate_unreadable=simulate)
+                                 tolerate_unreadable=simulate or cleanup)
         if simulate:
             _print_plans(plans)
             return
