@@ -12,13 +12,13 @@
 enum lb_verdict { LB_PASS = 0, LB_REWRITE = 1, LB_REFUSE = 2 };
 
 /* First slot whose `last` >= r: binary search over the table's cumulative bounds, O(log n) map
- * lookups, bounded for the verifier by KS_SLOTS_LOG2 + 1 steps. */
+ * lookups, bounded for the verifier by KS_SLOTS_LOG2 + 1 steps (a bounded loop, kernel >= 5.3:
+ * not unrolled, so the program stays small). */
 static __always_inline struct ks_slot *lb_search(__u32 table, __u32 count, __u32 r)
 {
 	__u32 lo = 0, hi = count - 1;
 	struct ks_slot_key k = { .table = table };
 
-	#pragma unroll
 	for (int step = 0; step < KS_SLOTS_LOG2 + 1; step++) {
 		if (lo >= hi)
 			break;

@@ -198,9 +198,9 @@ def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed]) -> 
 
     in_use = {inst.split_id for key, inst in installed.items()}
     free = _free_ids(in_use)
-    for key in sorted(wanted):
-        img, old = wanted[key], installed.get(key)
-        if old is not None and old.image == img:
+    for key, img in wanted.items():          # desired order: no sort of 10,000 keys per sync
+        old = installed.get(key)
+        if old is not None and (old.image is img or old.image == img):
             result[key] = old
             unchanged += 1
             continue
