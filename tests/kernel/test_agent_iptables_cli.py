@@ -5,6 +5,7 @@ manifests in tmp_path, the agent as a subprocess targeting the netns.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -214,3 +215,43 @@ def test_drift_is_repaired_within_a_resync_interval(netns, topo, config, running
            what="drift repair")
     a.wait_log("1 split ports written")
     assert a.stop() == 0
+
+
+@pytest.fixture
+def client_netns(netns):
+    """A second namespace routed through the agent's one over a veth (clients in pods): its
+    connections reach the agent's rules through PREROUTING, not OUTPUT."""
+    from conftest import unique_name
+    client, veth = unique_name("cl"), unique_name("ve")
+    subprocess.run(["ip", "netns", "add", client], check=True)
+    try:
+        run = lambda *a: subprocess.run(list(a), check=True)   # noqa: E731
+        run("ip", "-n", netns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", client)
+        run("ip", "-n", netns, "addr", "add", "10.9.0.1/24", "dev", veth)
+        run("ip", "-n", netns, "link", "set", veth, "up")
+        run("ip", "-n", client, "addr", "add", "10.9.0.2/24", "dev", "eth0")
+        run("ip", "-n", client, "link", "set", "eth0", "up")
+        run("ip", "-n", client, "link", "set", "lo", "up")
+        run("ip", "-n", client, "route", "add", "default", "via", "10.9.0.1")
+        yield client
+    finally:
+        subprocess.run(["ip", "netns", "del", client], check=False)
+
+
+def test_clients_in_other_namespaces_are_split_and_refused(netns, topo, config, client_netns):
+    (config / "refuse.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: default}\n"
+        "spec:\n  clusterIP: 10.100.200.40\n  ports: [{name: http, port: 80, protocol: TCP}]\n---\n"
+        "apiVersion: split.smi-spec.io/v1alpha1\nkind: TrafficSplit\nmetadata: {name: empty-split, namespace: default}\n"
+        "spec:\n  service: empty\n  backends:\n  - {service: missing, weight: 1}\n")
+    topo.listen("10.100.200.40", port=80)   # would accept, were it not for our REJECT
+    r = agent(netns, "--config", config, "--once")
+    assert r.returncode == 0, r.stderr
+    with Topology(client_netns) as client:
+        assert client.connect(ROOT_IP, 80, n=100) == [0] * 100
+        got = topo.accepted()
+        assert got[V1] + got[V2] == 100 and got[V1] > got[V2]
+        start = time.monotonic()
+        assert client.connect("10.100.200.40", 80, n=2) == [errno.ECONNREFUSED] * 2
+        assert time.monotonic() - start < 2.5, "refusal must not wait for a timeout"
+        assert topo.accepted()["10.100.200.40"] == 0

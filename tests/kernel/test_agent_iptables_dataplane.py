@@ -121,7 +121,8 @@ def _save(netns, mode):
 def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
     dp = IptablesDataplane(netns=netns, mode=mode)
     with Topology(netns) as topo:
-        topo.address(*CLUSTER_IPS)
+        topo.address("10.100.200.30", "fd00:200::30")
+        topo.listen("10.100.200.33", port=80)      # would accept, were it not for our REJECT
         topo.listen(*ENDPOINTS)
         result = dp.sync([SEED, REFUSE, V6])
         assert (result.written, result.removed, result.unchanged) == (3, 0, 0)
@@ -136,6 +137,7 @@ def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
         start = time.monotonic()
         assert topo.connect("10.100.200.33", 80, n=3) == [errno.ECONNREFUSED] * 3
         assert time.monotonic() - start < 2.5, "refusal must not wait for a timeout"
+        assert topo.accepted()["10.100.200.33"] == 0
 
         assert topo.connect("fd00:200::30", 80, n=40) == [0] * 40
         six = topo.accepted()
