@@ -59,6 +59,9 @@ def validate(cfg: InitConfig, timeout: float = 1.0) -> ValidationResult:
     if identity is not None:
         return ValidationResult(False, f"cannot validate: this process runs as the proxy's {identity}, "
                                        "whose traffic is deliberately not intercepted")
+    if any(ipaddress.ip_address(VALIDATION_ADDRESS) in net for net in cfg.subnets(4)):
+        return ValidationResult(False, f"cannot validate: {VALIDATION_ADDRESS} is inside --subnets-to-ignore, "
+                                       "so its connections are deliberately not intercepted")
     port = probe_port(cfg)
     target = f"{VALIDATION_ADDRESS}:{port}"
     with entered(cfg.netns):
