@@ -3,7 +3,6 @@ into the cgroup whose connect() calls the programs rewrite."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -224,3 +223,46 @@ def test_cleanup_leaves_no_program_attachment_or_pin(lab):
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
                                       text=True, check=True).stdout)
     assert not ids & {p["id"] for p in progs}
+
+
+def test_weight_flips_under_a_connect_loop_never_fail_a_connect(lab):
+    lab.listen("10.1.0.1", 8080, "v1")
+    lab.listen("10.1.0.2", 8080, "v2")
+    only = lambda w1, w2: [split_port("10.100.200.30", 80, [("my-app-v1", w1, [("10.1.0.1", 8080)]),  # noqa: E731
+                                                              ("my-app-v2", w2, [("10.1.0.2", 8080)])])]
+    dp = make(lab)
+    dp.sync(only(1, 0))
+    stop = threading.Event()
+    flips = 0
+
+    def flipper():
+        nonlocal flips
+        while not stop.is_set():
+            dp.sync(only(0, 1) if flips % 2 == 0 else only(1, 0))
+            flips += 1
+    t = threading.Thread(target=flipper)
+    t.start()
+    try:
+        results = lab.client("10.100.200.30", 80, 400)
+    finally:
+        stop.set()
+        t.join()
+        dp.close()
+    assert flips > 10
+    assert all("label" in r for r in results), labels(results)   # never empty, never refused
+
+
+def test_full_resync_repairs_a_hand_deleted_entry(lab):
+    from agent.dataplane.ebpf.maps import KernelMaps, encode_key
+    from agent.dataplane.ebpf.plan import Addr
+    lab.listen("10.1.0.1", 8080, "v1")
+    desired = [split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])]
+    dp = make(lab)
+    dp.sync(desired)
+    maps = KernelMaps(dp.pins)                 # someone else deletes our service entry
+    maps.maps["ks_services"].delete(encode_key(Addr(4, "10.100.200.30", 80)))
+    maps.close()
+    assert dp.sync(desired).written == 0       # incremental: trusts what it wrote
+    assert dp.sync(desired, full=True).written == 1
+    dp.close()
+    assert labels(lab.client("10.100.200.30", 80, 5)) == {"v1": 5}

@@ -6,8 +6,6 @@ the hook vs straight to the backend.
 """
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
 import sys
