@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from agent.netns import entered
 from init.cli import main
-from tests.conftest import unique_name
+from conftest import unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.kernel
 BACKENDS = ["legacy", "nft"]

@@ -21,7 +21,7 @@ from init import apply, plan
 from init.cli import main
 from init.config import build_config
 from init.namespace import CLOSE_WAIT_SYSCTL, close_wait_timeout
-from tests.conftest import unique_name
+from conftest import unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.kernel
 BACKENDS = ["legacy", "nft"]
