@@ -23,11 +23,15 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_NAMESPACE = "default"
 
 
-class _ExactLoader(yaml.SafeLoader):
-    """SafeLoader whose floats are Decimals built from the text as written."""
+# libyaml's parser when present: the pure-Python one takes seconds for a few thousand objects.
+_SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+class _ExactLoader(_SafeBase):  # type: ignore[misc, valid-type]
+    """Safe loader whose floats are Decimals built from the text as written."""
+
+
+def _construct_decimal(loader: Any, node: yaml.ScalarNode) -> Any:
     number = decimal_or_none(str(loader.construct_scalar(node)).replace("_", ""))
     if number is not None:
         return number
@@ -151,6 +155,14 @@ def _expand(file: str, index: int, data: Any, sink: DiagnosticSink) -> list[Docu
         if not isinstance(items, list):
             sink.add("error", file, f"document {index}", "items", "must be a list")
             return []
-        return [Document(file, index, item, f"items[{i}].")
+        return [Document(file, index, _typed_item(data, item), f"items[{i}].")
                 for i, item in enumerate(items) if isinstance(item, Mapping)]
     return [Document(file, index, data)]
+
+
+def _typed_item(listing: Mapping[str, Any], item: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Items of a typed list from the API (`kind: ServiceList`) carry no kind/apiVersion of their own."""
+    kind = str(listing.get("kind", ""))
+    if item.get("kind") or kind == "List":
+        return item
+    return {"kind": kind.removesuffix("List"), "apiVersion": listing.get("apiVersion"), **item}

@@ -51,7 +51,7 @@ class Inventory:
         found: set[Endpoint] = set()
         for group in self.endpoints.get(service.key, ()):
             for address in group.ready:
-                if ipaddress.ip_address(address.ip).version != family:
+                if (6 if ":" in address.ip else 4) != family:     # canonical text: cheap family test
                     continue
                 number = _endpoint_port(address, port)
                 if number is not None:
