@@ -36,8 +36,14 @@ class Config:
         return any(d.severity == "error" for d in self.diagnostics)
 
     def to_json(self) -> dict[str, Any]:
+        owned: dict[tuple[str, str, str], int] = {}
+        for port in self.split_ports:
+            key = (port.split_kind, port.namespace, port.split)
+            owned[key] = owned.get(key, 0) + 1
         return {
-            "splits": [s.to_json() for s in self.splits],
+            # split_ports: how many split ports each split owns (0: lost a conflict, or no root)
+            "splits": [{**s.to_json(), "split_ports": owned.get((s.kind, s.namespace, s.name), 0)}
+                       for s in self.splits],
             "split_ports": [split_port_json(p) for p in self.split_ports],
             "diagnostics": [d.to_json() for d in self.diagnostics],
         }

@@ -77,6 +77,15 @@ def test_seed_manifests_resolve_to_ninety_ten_with_exact_endpoint_shares():
     assert sum(w.share for w in port.endpoints) == 1 and not port.refuse
 
 
+def test_seed_rollout_sends_everything_to_v2():
+    config = load_config(["tests/unit/manifests/seed/services.yaml", "tests/unit/manifests/seed/endpoints.yaml",
+                          "tests/unit/manifests/rollout"])
+    [port] = config.split_ports
+    assert [(b.service, b.weight, b.share) for b in port.backends] == [("my-app-v1", 0, 0), ("my-app-v2", 1000, 1)]
+    assert [(w.backend, w.share) for w in port.endpoints] == [("my-app-v2", F(1, 3))] * 3
+    assert config.diagnostics == ()
+
+
 def test_one_against_500m_gives_two_to_one(tmp_path):
     _, config = load(tmp_path, *seed_services(), ts("s", "my-app", [("my-app-v1", "1"), ("my-app-v2", "500m")],
                                                     version="v1alpha1"))

@@ -27,8 +27,8 @@ def test_seed_as_json_has_exact_shares_as_fraction_strings():
     assert result.exit_code == 0
     data = json.loads(result.output)
     assert set(data) == {"splits", "split_ports", "diagnostics"}
-    assert [(s["kind"], s["name"], [b["weight"] for b in s["backends"]]) for s in data["splits"]] == [
-        ("TrafficSplit", "my-app-split", [900, 100])]
+    assert [(s["kind"], s["name"], [b["weight"] for b in s["backends"]], s["split_ports"])
+            for s in data["splits"]] == [("TrafficSplit", "my-app-split", [900, 100], 1)]
     [port] = data["split_ports"]
     assert (port["cluster_ip"], port["port"], port["refuse"]) == ("10.100.200.30", 80, False)
     assert [(b["service"], b["share"], b["resolved"]) for b in port["backends"]] == [
