@@ -97,13 +97,16 @@ _PARSERS: dict[str, Callable[[Document, DiagnosticSink], Any]] = {
 }
 
 
+# Core kinds are read only in the API version we understand; other groups' kinds of the same
+# name are not ours. (Split and route parsers check their own groups and versions.)
+_CORE_VERSIONS = {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1"}
+
+
 def _parse(doc: Document, sink: DiagnosticSink) -> Any:
     parser = _PARSERS.get(doc.kind)
     if parser is None:
         return None     # unknown kinds are ignored: a whole `kubectl get -o yaml` dump is fine
-    if doc.kind == "Service" and doc.api_version != "v1" or doc.kind == "Endpoints" and doc.api_version != "v1":
-        return None
-    if doc.kind == "EndpointSlice" and doc.api_version != "discovery.k8s.io/v1":
+    if _CORE_VERSIONS.get(doc.kind, doc.api_version) != doc.api_version:
         return None
     return parser(doc, sink)
 
