@@ -147,7 +147,8 @@ def _expand(file: str, index: int, data: Any, sink: DiagnosticSink) -> list[Docu
     if data is None:
         return []
     if not isinstance(data, Mapping):
-        sink.add("warning", file, f"document {index}", "-",
+        # Not an object (a snippet, a values list): ignored like unknown kinds, but said once.
+        sink.add("info", file, f"document {index}", "-",
                  f"is a {type(data).__name__}, not a Kubernetes object; ignored")
         return []
     if data.get("kind") == "List" or (str(data.get("kind", "")).endswith("List") and "items" in data):
