@@ -5,14 +5,15 @@ usage error (exit 2) and the namespace is untouched. Exit 1: applying or --valid
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
 from agent.iptables.exec import IptablesError
+from agent.logs import setup as setup_logging
 from init import apply
 from init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
-from init.logs import make_logger
 from init.namespace import set_close_wait_timeout
 from init.validate import validate
 
@@ -70,7 +71,8 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
         raise click.UsageError(str(exc)) from None
     if cleanup and (validate_after or validate_only):
         raise click.UsageError("--cleanup cannot be combined with --validate/--validate-only")
-    log = make_logger(log_format, log_level)
+    setup_logging(log_format, log_level)
+    log = logging.getLogger("kernsplit.init")
     if firewall_save_bin_path or (firewall_bin_path and iptables_mode != "plain"):
         log.info("--firewall-bin-path/--firewall-save-bin-path accepted; the restore binary is chosen "
                  "per backend (iptables-<legacy|nft>-restore)")
