@@ -10,6 +10,7 @@ import click
 from agent.lab import state
 from agent.lab.lab import DATAPLANES, LabError, down, leftover_prefixes, open_lab, pod_exec_argv
 from agent.lab.manifests import SEED_WEIGHTS, SPLIT_FILE, render_split
+from agent.lab.observe import wait_applied
 from agent.lab.plan import check_prefix, new_prefix
 
 _dataplane = click.option("--dataplane", type=click.Choice(DATAPLANES), default="iptables",
@@ -50,6 +51,7 @@ def up(dataplane: str, prefix: str | None) -> None:
     the_lab = open_lab(_prefix_option(prefix), dataplane)
     try:
         the_lab.up(split=render_split(SEED_WEIGHTS))
+        wait_applied(the_lab, {svc: int(w.rstrip("m")) for svc, w in SEED_WEIGHTS})
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     p, m = the_lab.prefix, the_lab.manifests

@@ -212,7 +212,7 @@ class Lab:
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     def show(self, *extra: str) -> subprocess.CompletedProcess:
-        argv = [program("kernsplit"), "show", "--netns", self.node]
+        argv = [program("kernsplit"), "show", "--dataplane", self.dataplane, "--netns", self.node]
         if self.bpffs is not None:
             argv += ["--bpffs", str(self.bpffs)]
         return subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=30)

@@ -44,7 +44,10 @@ def same_proportions(observed: Mapping[str, int], expected: Mapping[str, int]) -
         return False
     total_o = sum(observed[k] for k in expected)
     total_e = sum(expected.values())
-    return all(observed[k] * total_e == v * total_o for k, v in expected.items())
+    if (total_o == 0) != (total_e == 0):
+        return False
+    return all(observed[k] * total_e == v * total_o for k, v in expected.items()) \
+        and all(observed[k] == 0 for k, v in expected.items() if v == 0)
 
 
 def observed_connections(doc, root: str) -> dict[str, int]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 PREFIX_RE = re.compile(r"^ksl[0-9a-f]{4}$")
 BRIDGE_IP = "10.244.0.1"
 POD_NET_PREFIXLEN = 16
+SERVICE_CIDR = "10.100.0.0/16"     # ClusterIPs: never on an interface, routed by the node
 CLIENT_POD = "client"
 CLIENT_IP = "10.244.250.2"
 SERVER_PORT = 8080          # targetPort of every lab service

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns as pyroute_netns
 
-from agent.lab.plan import BRIDGE_IP, POD_NET_PREFIXLEN, LabPlan, PodPlan
+from agent.lab.plan import BRIDGE_IP, POD_NET_PREFIXLEN, SERVICE_CIDR, LabPlan, PodPlan
 from agent.netns import NETNS_RUN_DIR, entered
 
 
@@ -46,6 +46,10 @@ def _build_node(plan: LabPlan) -> None:
         br = ns.link_lookup(ifname=plan.bridge)[0]
         ns.addr("add", index=br, address=BRIDGE_IP, prefixlen=POD_NET_PREFIXLEN)
         ns.link("set", index=br, state="up")
+        # A real node forwards service traffic it did not DNAT (default route); ours routes
+        # the service range onto the bridge instead, so such packets pass the FORWARD chain
+        # (where a refusing split rejects them) and still never leave the lab.
+        ns.route("add", dst=SERVICE_CIDR, oif=br, scope="link")
     _sysctls(plan.node_netns, {
         "net.ipv4.ip_forward": "1",
         # pods reach each other through the node on the same bridge: a redirect would teach
