@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from agent.commands.params import missing_netns
 from agent.iptables.exec import IptablesError
 from agent.logs import setup as setup_logging
 from init import apply
@@ -71,6 +72,9 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
         raise click.UsageError(str(exc)) from None
     if cleanup and (validate_after or validate_only):
         raise click.UsageError("--cleanup cannot be combined with --validate/--validate-only")
+    # --simulate only prints: it may plan for a namespace that does not exist here.
+    if netns and not simulate and missing_netns(netns):
+        raise click.BadParameter(missing_netns(netns), param_hint="'--netns'")
     setup_logging(log_format, log_level)
     log = logging.getLogger("kernsplit.init")
     if firewall_save_bin_path or (firewall_bin_path and iptables_mode != "plain"):

@@ -9,6 +9,7 @@ import threading
 import click
 
 from agent import logs
+from agent.commands.params import NETNS
 
 log = logging.getLogger("kernsplit.agent")
 
@@ -34,7 +35,7 @@ def _stop_on_signals() -> threading.Event:
               help="Manifest file or directory (repeatable). Required unless --cleanup.")
 @click.option("--dataplane", type=click.Choice(["iptables", "ebpf"]), default="iptables", show_default=True)
 @click.option("--once", is_flag=True, help="Apply once and exit (0 ok, 1 config errors: kernel untouched).")
-@click.option("--netns", default=None, help="Target network namespace: name or path (iptables).")
+@click.option("--netns", type=NETNS, default=None, help="Target network namespace: name or path (iptables).")
 @click.option("--cgroup", default=None, help="cgroup v2 directory to attach to (ebpf).")
 @click.option("--bpffs", default=None, help="bpffs directory for pins (ebpf).")
 @click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,

@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import click
 
+from agent.commands.params import NETNS
 from agent.dataplane.base import ObservedSplit
 
 BAR_WIDTH = 20
@@ -81,7 +82,7 @@ def as_table(split: ObservedSplit) -> str:
 @click.command()
 @click.argument("service", required=False)
 @click.option("--dataplane", type=click.Choice(["auto", "iptables", "ebpf"]), default="auto", show_default=True)
-@click.option("--netns", default=None, help="Network namespace (name or path) of the iptables dataplane.")
+@click.option("--netns", type=NETNS, default=None, help="Network namespace (name or path) of the iptables dataplane.")
 @click.option("--bpffs", default=None, help="bpffs directory of the ebpf dataplane's pins.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def show(service, dataplane, netns, bpffs, output):

@@ -1,0 +1,33 @@
+"""Click parameter types shared by the commands (`kernsplit *` and `proxy-init`)."""
+from __future__ import annotations
+
+import click
+
+from agent.netns import netns_path
+
+
+class NetnsParam(click.ParamType):
+    """A network namespace: a name under /var/run/netns or a path. It must exist: a typo must not
+    silently fall back to planning against an empty table."""
+
+    name = "NAME_OR_PATH"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "":
+            return None
+        problem = missing_netns(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return str(value)
+
+
+def missing_netns(value: str) -> str | None:
+    """Why the namespace cannot be used, or None when it exists."""
+    path = netns_path(value)
+    if path is None or path.exists():
+        return None
+    hint = "" if "/" in str(value) else f" (no {path}; create it with `ip netns add {value}` or pass a path)"
+    return f"network namespace {value!r} not found{hint}"
+
+
+NETNS = NetnsParam()
