@@ -1,0 +1,108 @@
+"""`kernsplit lab up | exec | down | demo` as a user runs them, and `lab down` after a crash."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.lab import cgroups, procs, state
+from agent.lab.lab import BPFFS_ROOT, down
+from agent.lab.plan import new_prefix
+
+KERNSPLIT = str(Path(sys.executable).with_name("kernsplit"))
+DATAPLANES = [pytest.param("iptables", marks=pytest.mark.kernel),
+              pytest.param("ebpf", marks=[pytest.mark.kernel, pytest.mark.bpf])]
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([KERNSPLIT, "lab", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _traces(prefix: str) -> list[str]:
+    """Everything of a lab still on the host: namespaces, interfaces (in the root namespace),
+    cgroups, pins, files."""
+    found = [f"netns {n}" for n in os.listdir("/var/run/netns") if n.startswith(prefix)] \
+        if os.path.isdir("/var/run/netns") else []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if prefix in line]
+    for path in (cgroups.lab_cgroup(prefix), BPFFS_ROOT / prefix, state.lab_root(prefix)):
+        if path.exists():
+            found.append(str(path))
+    return found
+
+
+@pytest.fixture
+def prefix(root_required):
+    p = new_prefix()
+    try:
+        yield p
+    finally:
+        down(p)   # whatever the test did, leave nothing behind
+
+
+def _wait_for(predicate, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("dataplane", DATAPLANES)
+@pytest.mark.parametrize("kill_when", ["building", "agent-started"])
+def test_down_after_sigkilled_up_leaves_nothing(prefix, dataplane, kill_when):
+    up = subprocess.Popen([KERNSPLIT, "lab", "up", "--prefix", prefix, "--dataplane", dataplane],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if kill_when == "building":
+            _wait_for(lambda: any(n.startswith(prefix) for n in os.listdir("/var/run/netns")),
+                      what="the first lab namespace")
+        else:
+            _wait_for(lambda: "agent" in ((state.load(prefix) or state.LabState("", "", "")).pids),
+                      what="the agent to start")
+            time.sleep(0.3)
+    finally:
+        up.send_signal(signal.SIGKILL)
+        up.wait()
+    saved = state.load(prefix)
+    pids = list(saved.pids.values()) if saved else []
+    assert _traces(prefix), "the killed lab up left nothing to clean: the test proves nothing"
+    result = _run("down", "--prefix", prefix)
+    assert result.returncode == 0, result.stderr
+    assert _traces(prefix) == []
+    assert [p for p in pids if procs.alive(p)] == []
+
+
+@pytest.mark.kernel
+def test_up_exec_down(prefix):
+    result = _run("up", "--prefix", prefix)
+    assert result.returncode == 0, result.stderr
+    for hint in ("lab exec", f"kernsplit show --netns {prefix}-node", "split.yaml", "lab down"):
+        assert hint in result.stdout
+    load = _run("exec", "--prefix", prefix, "client", "python3", "-m", "agent.lab.load", "-n", "400")
+    assert load.returncode == 0, load.stderr
+    report = json.loads(load.stdout)
+    assert report["outcomes"] == {"ok": 400}
+    assert set(report["versions"]) == {"v1", "v2"} and report["versions"]["v1"] > report["versions"]["v2"]
+    assert _run("down", "--prefix", prefix).returncode == 0
+    assert _traces(prefix) == []
+
+
+@pytest.mark.parametrize("dataplane", DATAPLANES)
+def test_demo_runs_the_seed_scenario_and_cleans_up(root_required, dataplane):
+    before = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+    result = _run("demo", "--dataplane", dataplane, "--connections", "300")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "canary 90/10" in out and "rollout 0/100" in out
+    rollout = out.split("rollout 0/100")[1]
+    assert "v2                300    100.0%" in rollout      # every request answered by v2
+    prefix = out.split("building lab ")[1].split()[0]
+    after = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+    assert {n for n in after - before if n.startswith("ksl")} == set()   # others share the host
+    assert _traces(prefix) == []
