@@ -106,3 +106,25 @@ def test_demo_runs_the_seed_scenario_and_cleans_up(root_required, dataplane):
     after = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
     assert {n for n in after - before if n.startswith("ksl")} == set()   # others share the host
     assert _traces(prefix) == []
+
+
+@pytest.mark.kernel
+def test_interrupted_demo_still_tears_down(root_required):
+    demo = subprocess.Popen([KERNSPLIT, "lab", "demo", "--connections", "1000000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = demo.stdout.readline()
+        prefix = first.split("building lab ")[1].split()[0]
+        _wait_for(lambda: "agent" in ((state.load(prefix) or state.LabState("", "", "")).pids),
+                  what="the demo's agent")
+        time.sleep(1.0)                       # the demo is now sending requests
+        demo.send_signal(signal.SIGTERM)      # like Ctrl-C
+        out, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    try:
+        assert "tearing down" in out
+        assert _traces(prefix) == []
+    finally:
+        down(prefix)
