@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent.lab import cgroups, procs, state, topology
 from agent.lab.manifests import SERVICES_FILE, SPLIT_FILE, render_services, write_atomic
-from agent.lab.plan import (PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab)
+from agent.lab.plan import PREFIX_RE, PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab
 
 BPFFS_ROOT = Path("/sys/fs/bpf")
 DATAPLANES = ("iptables", "ebpf")
@@ -261,7 +261,6 @@ def _cleanup_bpf(prefix: str, saved: state.LabState | None, cg: Path) -> list[st
 
 def leftover_prefixes() -> list[str]:
     """Labs that exist in any form: state dirs, namespaces, cgroups or pins named ksl<hex>."""
-    from agent.lab.plan import PREFIX_RE
     found = set(state.known_prefixes())
     found |= {n.split("-", 1)[0] for n in topology.lab_netns("ksl")}
     for parent in (cgroups.cgroup2_mount(), BPFFS_ROOT):
