@@ -165,9 +165,20 @@ def _split_port(split: Split, root: Service, root_port: ServicePort, cluster_ip:
             weighted.extend(WeightedEndpoint(backend.service, ep, share / len(eps)) for ep in eps)
     if not weighted:
         weighted = _fallback(split, root, root_port, family, inventory, bool(resolved), sink)
+        if weighted:
+            shares = _with_root_share(shares, split.service)
     return SplitPort(split.namespace, split.service, split.name, split.kind, cluster_ip, root_port.port,
                      root_port.name or None, "TCP",
                      tuple(sorted(weighted, key=lambda w: (w.backend, w.endpoint))), tuple(shares))
+
+
+def _with_root_share(shares: list[BackendShare], root: str) -> list[BackendShare]:
+    """Backends when the root's own endpoints take everything: the root carries the whole share, so
+    every endpoint's backend is one of `backends` (dataplanes count connections per backend)."""
+    if any(b.service == root for b in shares):
+        return [BackendShare(b.service, b.weight, Fraction(1) if b.service == root else Fraction(0),
+                             b.resolved or b.service == root) for b in shares]
+    return [*shares, BackendShare(root, 0, Fraction(1), True)]
 
 
 def _fallback(split: Split, root: Service, root_port: ServicePort, family: int, inventory: Inventory,

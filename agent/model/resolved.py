@@ -46,6 +46,10 @@ class SplitPort:
 
     `endpoints` empty means: nothing can serve this port, connections must be refused
     (tcp-reset / ECONNREFUSED), never silently dropped.
+
+    Invariant: every endpoint's `backend` names an entry of `backends`. When the root's own
+    endpoints take the traffic (all weights zero, nothing resolves), the root appears in
+    `backends` with weight 0 and share 1 (appended when it was not configured as a backend).
     """
     namespace: str
     service: str                          # root Service name

@@ -128,12 +128,33 @@ def test_all_weights_zero_fall_back_to_the_root_endpoints(tmp_path):
         f"{path}: TrafficSplit default/s: spec.service: all resolved backends have weight 0: root Service "
         "default/my-app port 80 (IPv4) keeps its own endpoints"]
     assert config.diagnostics[0].severity == "info"
+    # the root carries the traffic, so it is listed (and counted) as a backend of its own
+    assert backends(port) == [("my-app-v1", 0, 0, True), ("my-app-v2", 0, 0, True), ("my-app", 0, 1, True)]
 
 
 def test_nothing_resolves_falls_back_to_the_root(tmp_path):
     _, config = load(tmp_path, *seed_services(), ts("s", "my-app", [("gone-1", 1), ("gone-2", 1)]))
     assert by_backend(config.split_ports[0]) == {"my-app": 1}
+    assert backends(config.split_ports[0]) == [("gone-1", 1, 0, False), ("gone-2", 1, 0, False), ("my-app", 0, 1, True)]
     assert len(config.warnings) == 2
+
+
+def test_root_listed_with_weight_zero_takes_the_fallback_share(tmp_path):
+    _, config = load(tmp_path, *seed_services(), ts("s", "my-app", [("my-app", 0), ("my-app-v2", 0)]))
+    [port] = config.split_ports
+    assert by_backend(port) == {"my-app": 1}
+    assert backends(port) == [("my-app", 0, 1, True), ("my-app-v2", 0, 0, True)]
+
+
+def test_every_endpoint_belongs_to_a_listed_backend(tmp_path):
+    cases = [[("my-app-v1", 900), ("my-app-v2", 100)], [("my-app-v1", 0), ("my-app-v2", 0)],
+             [("gone", 1)], [("my-app", 0)], [("my-app", 1), ("my-app-v2", 0)]]
+    for case in cases:
+        _, config = load(tmp_path, *seed_services(), ts("s", "my-app", case))
+        for port in config.split_ports:
+            listed = {b.service for b in port.backends}
+            assert {w.backend for w in port.endpoints} <= listed, case
+            assert sum(b.share for b in port.backends) == 1, case
 
 
 def test_nothing_resolves_and_no_root_endpoints_means_refuse(tmp_path):
