@@ -4,8 +4,24 @@ Decisions are made on parsed chains and rules, never on regexes over the whole t
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
+
+# iptables-save quotes only with double quotes (comments), escaping `"` and `\` inside; every
+# other word is plain. A C-level regex splits such lines ~10x faster than shlex, which matters at
+# tens of thousands of rules.
+_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def split_words(line: str) -> list[str]:
+    """shlex.split for iptables-save lines."""
+    if '"' not in line:
+        return line.split()
+    if "'" in line:          # never produced by iptables-save; keep exact shell semantics
+        return shlex.split(line)
+    return [_ESCAPE.sub(r"\1", w[1:-1]) if w[0] == '"' else w for w in _WORD.findall(line)]
 
 
 @dataclass(frozen=True)
@@ -36,10 +52,15 @@ class SavedRule:
 class SavedTable:
     name: str
     chains: dict[str, str] = field(default_factory=dict)   # chain -> policy ("-" for user chains)
-    rules: list[SavedRule] = field(default_factory=list)
+    rules: list[SavedRule] = field(default_factory=list)   # in file order
+    _by_chain: dict[str, list[SavedRule]] = field(default_factory=dict, repr=False, compare=False)
+
+    def add(self, rule: SavedRule) -> None:
+        self.rules.append(rule)
+        self._by_chain.setdefault(rule.chain, []).append(rule)
 
     def rules_of(self, chain: str) -> list[SavedRule]:
-        return [r for r in self.rules if r.chain == chain]
+        return list(self._by_chain.get(chain, ()))
 
 
 def parse_save(text: str) -> dict[str, SavedTable]:
@@ -63,6 +84,6 @@ def parse_save(text: str) -> dict[str, SavedTable]:
             parts = line[1:].split()
             current.chains[parts[0]] = parts[1] if len(parts) > 1 else "-"
         elif line.startswith("-A "):
-            words = shlex.split(line)
-            current.rules.append(SavedRule(words[1], tuple(words[2:]), packets, nbytes))
+            words = split_words(line)
+            current.add(SavedRule(words[1], tuple(words[2:]), packets, nbytes))
     return tables

@@ -6,6 +6,7 @@ rule and a rule read back with `agent.iptables.saved.parse_save` compare as plai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from agent.iptables.exec import Family
 
@@ -39,8 +40,12 @@ class Table:
     chains: tuple[Chain, ...]
     jumps: tuple[Rule, ...]          # rules in built-in chains (OUTPUT, PREROUTING, ...)
 
+    @cached_property
+    def _by_name(self) -> dict[str, Chain]:
+        return {c.name: c for c in self.chains}
+
     def chain(self, name: str) -> Chain | None:
-        return next((c for c in self.chains if c.name == name), None)
+        return self._by_name.get(name)     # O(1): tens of thousands of chains at scale
 
 
 @dataclass(frozen=True)
