@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class EbpfDataplane:
         # one-split weight change must not pay for the 9,999 that did not change.
         self._image_cache: dict[tuple, tuple[SplitPort, plan.SplitImage]] = {}
         self.compile_seconds: float | None = None    # set when this instance compiled
+        self.last_write_seconds = 0.0                 # time the last sync spent writing maps
         self.links_created = 0
 
     # --- Dataplane protocol ------------------------------------------------------------------
@@ -45,11 +47,14 @@ class EbpfDataplane:
         ops = list(p.ops)
         if full:
             ops += plan.orphan_ops(p.result, maps.slot_keys(), maps.meta_ids())
+        start = time.perf_counter()
         try:
             maps.apply(ops)
         except BaseException:
             self._known = None                 # unsure what landed: re-read next time
             raise
+        finally:
+            self.last_write_seconds = time.perf_counter() - start
         self._known = p.result
         return SyncResult(written=p.written, removed=p.removed, unchanged=p.unchanged)
 

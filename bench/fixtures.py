@@ -1,0 +1,81 @@
+"""Throwaway kernel objects and synthetic configs for benchmarks. Everything is created with a
+unique `ksbench` name and removed on exit, even when the benchmark fails."""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+
+BACKEND_IP = "10.1.0.1"      # lives on the bench netns' loopback; every split points at it
+
+
+def split_port(i: int, v2: Fraction = Fraction(1, 10)) -> SplitPort:
+    """Split port number i: the seed scenario (v1 90 %, v2 10 %) on its own ClusterIP."""
+    vip = f"10.{100 + i // 65536}.{i // 256 % 256}.{i % 256}"
+    shares = {"app-v1": 1 - v2, "app-v2": v2}
+    eps = tuple(WeightedEndpoint(b, Endpoint(BACKEND_IP, 8080 + j), s)
+                for j, (b, s) in enumerate(shares.items()) if s)
+    backends = tuple(BackendShare(b, int(s * 1000), s, True) for b, s in shares.items())
+    return SplitPort("bench", f"app{i}", f"app{i}-split", "TrafficSplit", vip, 80, "http", "TCP", eps, backends)
+
+
+def split_ports(n: int) -> list[SplitPort]:
+    return [split_port(i) for i in range(n)]
+
+
+def _tag() -> str:
+    return "ksbench" + uuid.uuid4().hex[:6]
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[str]:
+    """A fresh netns with loopback up and BACKEND_IP on it."""
+    name = _tag()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", f"{BACKEND_IP}/32", "dev", "lo"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def cgroup2_mount() -> Path:
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return Path(fields[1])
+    raise SystemExit("no cgroup2 mount: the eBPF benchmarks need cgroup v2")
+
+
+@contextlib.contextmanager
+def cgroup() -> Iterator[Path]:
+    """A child cgroup of our own (never the root cgroup)."""
+    path = cgroup2_mount() / _tag()
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+@contextlib.contextmanager
+def dataplane(name: str, ns: str) -> Iterator[object]:
+    """A dataplane aimed at bench-owned targets only; everything of ours removed afterwards."""
+    from agent.dataplane import make_dataplane
+    with contextlib.ExitStack() as stack:
+        if name == "ebpf":
+            cg = stack.enter_context(cgroup())
+            dp = make_dataplane("ebpf", cgroup=str(cg), bpffs=f"/sys/fs/bpf/{cg.name}")
+        else:
+            dp = make_dataplane("iptables", netns=ns, mode="auto")
+        try:
+            yield dp
+        finally:
+            dp.cleanup()

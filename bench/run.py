@@ -1,0 +1,106 @@
+"""kernsplit benchmarks (`make bench`): the speed goals live here, never in timed tests.
+
+Every benchmark works in its own throwaway network namespace (and cgroup and bpffs directory for
+eBPF) and removes them afterwards. Results: a table on stdout and bench/results/latest.json.
+
+  proxy-init   apply the default ruleset in a fresh netns: the whole CLI process, and the apply
+  <dataplane>  full sync of N split ports; one weight change with N installed; a no-op full resync;
+               connect()+close() through a split vs straight to the backend
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import fixtures  # noqa: E402
+from connect_cost import measure as connect_cost  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_proxy_init(repeat: int) -> dict[str, float]:
+    import logging
+
+    from agent.iptables.exec import Family
+    from init.apply import execute, make_plans
+    from init.config import build_config
+    log = logging.getLogger("bench")
+    cli, apply = [], []
+    for _ in range(repeat):
+        with fixtures.netns() as ns:
+            cli.append(timed(lambda: subprocess.run([str(VENV_BIN / "proxy-init"), "--netns", ns, "--no-ipv6"],
+                                                    check=True, capture_output=True)))
+        with fixtures.netns() as ns:
+            cfg = build_config(netns=ns, ipv6=False, iptables_mode="nft")
+            apply.append(timed(lambda: execute(cfg, make_plans(cfg, [Family.V4], log), log)))
+    return {"proxy-init: whole CLI process, fresh netns (s)": statistics.median(cli),
+            "proxy-init: apply, fresh netns, nft (s)": statistics.median(apply)}
+
+
+def bench_dataplane(name: str, sizes: list[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n in sizes:
+        desired = fixtures.split_ports(n)
+        changed = list(desired)
+        changed[n // 2] = fixtures.split_port(n // 2, v2=Fraction(1, 2))
+        with fixtures.netns() as ns, fixtures.dataplane(name, ns) as dp:
+            out[f"{name}: full sync, {n} split ports (s)"] = timed(lambda: dp.sync(desired, full=True))
+            out[f"{name}: one weight change, {n} installed: sync() (s)"] = timed(lambda: dp.sync(changed))
+            if name == "ebpf":
+                out[f"{name}: one weight change, {n} installed: map writes (s)"] = dp.last_write_seconds
+            out[f"{name}: no-op full resync, {n} installed (s)"] = timed(lambda: dp.sync(changed, full=True))
+    with fixtures.netns() as ns, fixtures.dataplane(name, ns) as dp:
+        cost = connect_cost(dp, ns, cgroup=str(getattr(dp, "cgroup", "") or ""))
+    out[f"{name}: connect()+close() direct to backend (µs)"] = cost["direct"]
+    out[f"{name}: connect()+close() to the split service (µs)"] = cost["service"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000", help="split-port counts, comma separated")
+    ap.add_argument("--repeat", type=int, default=10, help="proxy-init repetitions (median)")
+    ap.add_argument("--only", choices=["proxy-init", "iptables", "ebpf"], action="append")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("benchmarks need root (they create network namespaces and cgroups)")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    only = args.only or ["proxy-init", "iptables", "ebpf"]
+    results: dict[str, float] = {}
+    if "proxy-init" in only:
+        results.update(bench_proxy_init(args.repeat))
+    for name in ("iptables", "ebpf"):
+        if name in only:
+            results.update(bench_dataplane(name, sizes))
+    width = max(map(len, results))
+    for key, value in results.items():
+        unit = "µs" if key.endswith("(µs)") else "ms"
+        shown = value if unit == "µs" else value * 1000
+        print(f"{key[:key.rindex(' (')]:<{width - 5}} {shown:10.2f} {unit}")
+    record = {"machine": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus",
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "results": {k: round(v, 6) for k, v in results.items()}}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "latest.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
