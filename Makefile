@@ -41,8 +41,10 @@ $(VENV)/.installed: pyproject.toml
 	echo "$(abspath $(VENV))/bcc-site" > $$site/kernsplit-distro-bcc.pth
 	@touch $@
 
+# The seed scenario on each dataplane: iptables nat chains, then eBPF connect() hooks.
 demo: install
-	$(VENV)/bin/kernsplit lab demo
+	$(VENV)/bin/kernsplit lab demo --dataplane iptables
+	$(VENV)/bin/kernsplit lab demo --dataplane ebpf
 
 test: install
 	$(PY) -m pytest -q -ra tests
