@@ -58,7 +58,7 @@ def up(dataplane: str, prefix: str | None) -> None:
     click.echo(f"""lab {p} is up (dataplane {dataplane}); pods: {', '.join(x.name for x in the_lab.plan.pods)}
   manifests (the agent watches them): {m}/services.yaml, {m}/{SPLIT_FILE}
   agent log:     {the_lab.agent_log}
-  send requests: kernsplit lab exec --prefix {p} client python3 -m agent.lab.load -n 1000
+  send requests: kernsplit lab exec --prefix {p} client {sys.executable} -m agent.lab.load -n 1000
   one request:   kernsplit lab exec --prefix {p} client curl -s http://10.100.200.30/
   kernel state:  kernsplit show --netns {the_lab.node}{f' --bpffs {the_lab.bpffs}' if the_lab.bpffs else ''}
   remove it:     kernsplit lab down --prefix {p}""")
