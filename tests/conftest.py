@@ -5,6 +5,7 @@ BPF test is reported as a failure: a dataplane that was not exercised has not be
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -38,8 +39,8 @@ def root_required():
         pytest.skip("needs root")
 
 
-@pytest.fixture
-def netns(root_required):
+@contextlib.contextmanager
+def throwaway_netns():
     """A fresh, empty network namespace with loopback up; removed afterwards even on failure."""
     name = unique_name("ns")
     subprocess.run(["ip", "netns", "add", name], check=True)
@@ -48,3 +49,9 @@ def netns(root_required):
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def netns(root_required):
+    with throwaway_netns() as name:
+        yield name

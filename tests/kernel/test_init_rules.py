@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from init import apply, plan
 from init.cli import main
 from init.config import build_config
 from init.namespace import CLOSE_WAIT_SYSCTL, close_wait_timeout
-from conftest import unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import throwaway_netns  # tests/conftest.py (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.kernel
 BACKENDS = ["legacy", "nft"]
@@ -65,17 +64,6 @@ def state(netns: str, backend: str, counters: bool = False) -> dict[Family, str]
 def preload(netns: str, backend: str) -> None:
     for family, text in FOREIGN.items():
         ipt.restore(netns, Backend(backend), family, text)
-
-
-@contextmanager
-def throwaway_netns():
-    name = unique_name("ns")
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _poke(netns: str) -> None:
