@@ -57,11 +57,23 @@ def save(netns: str | os.PathLike | None, backend: Backend, family: Family = Fam
     return _run(argv, netns)
 
 
+def list_chain(netns: str | os.PathLike | None, backend: Backend, family: Family, table: str, chain: str,
+               counters: bool = False) -> str:
+    """`iptables -t TABLE -S CHAIN [-v]`: one chain's rules (with `-c PKTS BYTES` when counters)."""
+    argv = [binary("", backend, family), "-t", table, "-S", chain]
+    if counters:
+        argv.append("-v")
+    return _run(argv, netns)
+
+
 def restore(netns: str | os.PathLike | None, backend: Backend, family: Family, text: str,
-            noflush: bool = True, wait: bool = False) -> None:
+            noflush: bool = True, wait: bool = False, counters: bool = False) -> None:
+    """counters: honour `[pkts:bytes]` prefixes in `text` (iptables-restore --counters)."""
     argv = [binary("restore", backend, family)]
     if noflush:
         argv.append("--noflush")
+    if counters:
+        argv.append("--counters")
     if wait:
         argv.append("--wait")
     _run(argv, netns, stdin=text)

@@ -135,7 +135,15 @@ def test_chain_names_do_not_depend_on_weights():
     a = split_port({"v1": 900, "v2": 100}, {"v1": ["10.1.0.1"], "v2": ["10.1.0.2"]})
     b = split_port({"v1": 0, "v2": 1000}, {"v1": ["10.1.0.1"], "v2": ["10.1.0.2"]})
     assert names.svc_chain(a) == names.svc_chain(b)
-    assert names.sep_chain(a, a.endpoints[1]) == names.sep_chain(b, b.endpoints[0])
+
+
+def test_one_chain_per_split_port_however_many_endpoints():
+    # iptables-nft slows down with the number of chains, not rules: endpoints must not add chains.
+    rs = plan([SEED, SEVENTY, TEN])
+    nat = rs.table("nat")
+    assert [c.name for c in nat.chains] == [names.SERVICES, *(names.svc_chain(sp) for sp in (SEED, SEVENTY, TEN))]
+    dnats = [r for c in nat.chains for r in c.rules if r.target == "DNAT"]
+    assert len(dnats) == len(SEED.endpoints) + len(SEVENTY.endpoints) + len(TEN.endpoints)
 
 
 def test_observe_reads_metadata_and_counters_from_saved_text():

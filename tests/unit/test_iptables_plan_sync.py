@@ -32,15 +32,19 @@ def test_weight_change_rewrites_only_that_service_chain():
     changes = diff(plan([rolled, SEVENTY]), have)
     text = render_changes(changes)
     svc_seed, svc_70 = names.svc_chain(SEED), names.svc_chain(SEVENTY)
-    # only the seed's SVC chain (weights and backend metadata live there); v1's SEP chains go away
+    # only the seed's SVC chain (weights, DNATs and backend metadata live there)
     assert changes.written() == {svc_seed}
     assert svc_70 not in text and names.SERVICES not in text
-    v1_seps = {names.sep_chain(SEED, we) for we in SEED.endpoints if we.backend == "my-app-v1"}
-    assert set(changes.tables[0].delete) == v1_seps
-    assert not changes.tables[0].add_jumps          # jumps exist already
-    for sep in v1_seps:
-        assert f"-X {sep}" in text
+    assert not changes.tables[0].delete and not changes.tables[0].add_jumps
+    assert "10.1.0.1:8080" not in text and "10.1.0.4:8080" in text      # v1 at weight 0: no rule
     assert "FOREIGN" not in text
+
+
+def test_chains_of_the_earlier_sep_layout_are_ours_and_removed():
+    old = ("*nat\n:KS-SERVICES - [0:0]\n:KS-SVC-A - [0:0]\n:KS-SEP-B - [0:0]\n"
+           "-A KS-SVC-A -j KS-SEP-B\n-A KS-SEP-B -p tcp -j DNAT --to-destination 10.1.0.1:8080\nCOMMIT\n")
+    changes = diff(plan([SEED]), owned(Family.V4, parse_save(old)))
+    assert set(changes.tables[0].delete) == {"KS-SVC-A", "KS-SEP-B"}
 
 
 def test_removed_split_deletes_its_chains_and_jumps_when_nothing_is_left():

@@ -35,8 +35,10 @@ def backend(b: BackendShare) -> str:
 
 
 def endpoint(sp: SplitPort, we: WeightedEndpoint) -> str:
-    # Names the backend so `show` can add this chain's counter to the right one.
-    return _words(backend=we.backend, endpoint=we.endpoint, root=f"{sp.root}:{sp.port}")
+    # Names the backend so `show` can add this rule's counter to the right one, and backend+endpoint
+    # identify the rule when a rewrite carries its counter over. Those come first: a truncated
+    # comment (very long names) loses the informative tail, never the identity.
+    return _words(backend=we.backend, endpoint=we.endpoint, share=we.share, root=f"{sp.root}:{sp.port}")
 
 
 def jump(purpose: str) -> str:

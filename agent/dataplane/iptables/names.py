@@ -1,19 +1,19 @@
 """Chain names: our prefix plus a stable hash, at most 28 characters (the iptables limit).
 
-Names depend only on identity (family, address, port, protocol; plus backend and endpoint for SEP
-chains), never on weights: a weight change rewrites a chain in place under the same name, so the
-per-endpoint packet counters `show` reads survive it.
+Names depend only on identity (family, address, port, protocol), never on weights: a weight change
+rewrites a chain in place under the same name (and the dataplane carries its rules' counters over).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 
-from agent.model.resolved import SplitPort, WeightedEndpoint
+from agent.model.resolved import SplitPort
 
 SERVICES = "KS-SERVICES"     # nat: one rule per split port -> its KS-SVC chain
 REJECT = "KS-REJECT"         # filter: one REJECT rule per split port that must refuse
 MAX_CHAIN = 28
+LEGACY_SEP = "KS-SEP-"       # per-endpoint chains of the earlier layout: never created any more
 
 
 def _hash(text: str) -> str:
@@ -29,11 +29,10 @@ def svc_chain(sp: SplitPort) -> str:
     return f"KS-SVC-{_hash(_port_identity(sp))}"
 
 
-def sep_chain(sp: SplitPort, we: WeightedEndpoint) -> str:
-    return f"KS-SEP-{_hash(f'{_port_identity(sp)}/{we.backend}/{we.endpoint}')}"
-
-
 def is_ours(chain: str) -> bool:
     """Chains this dataplane owns. Narrower than the project-wide `KS-` prefix on purpose: other
-    parts of kernsplit (proxy-init) may keep `KS-` chains in the same namespace."""
-    return chain in (SERVICES, REJECT) or chain.startswith(("KS-SVC-", "KS-SEP-"))
+    parts of kernsplit (proxy-init) may keep `KS-` chains in the same namespace.
+
+    KS-SEP-* (per-endpoint chains of the earlier layout) are no longer planned but stay ours, so a
+    sync over a kernel programmed by an older agent deletes them."""
+    return chain in (SERVICES, REJECT) or chain.startswith(("KS-SVC-", LEGACY_SEP))

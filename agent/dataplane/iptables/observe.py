@@ -1,8 +1,10 @@
 """Reading our splits back from `iptables-save -c` output, for `kernsplit show`. Pure.
 
 Everything comes from the kernel: the entry rule's comments give root, split and configured
-backends; the connection count of a backend is the sum of the packet counters of the DNAT rules in
-its SEP chains (the nat table sees only the first packet of each connection, so packets = connections).
+backends; the connection count of a backend is the sum of the packet counters of its endpoints' DNAT
+rules in the split port's KS-SVC chain (the nat table sees only the first packet of each connection,
+so packets = connections). Those counters run since the rule was installed; a weight change carries
+them over for endpoints that keep a rule (see `carry`).
 """
 from __future__ import annotations
 
@@ -34,10 +36,13 @@ def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Cou
 
 
 def _counts(nat: SavedTable, svc_chain: str) -> Counter:
-    """Connections per backend name, summed over the SEP chains this SVC chain jumps to."""
+    """Connections per backend name, summed over the DNAT rules of this SVC chain."""
     counts: Counter = Counter()
-    for choice in nat.rules_of(svc_chain):
-        for dnat in nat.rules_of(choice.target or ""):
+    for rule in nat.rules_of(svc_chain):
+        # A kernel still holding the earlier layout (SVC -> KS-SEP chain -> DNAT) is read too, so
+        # `show` keeps working between an upgrade and the agent's first sync.
+        dnats = nat.rules_of(rule.target) if (rule.target or "").startswith(names.LEGACY_SEP) else [rule]
+        for dnat in dnats:
             meta = comments.parse(dnat.comment)
             if meta and "backend" in meta and dnat.target == "DNAT":
                 counts[meta["backend"]] += dnat.packets or 0

@@ -4,9 +4,15 @@ With --noflush, declaring `:CHAIN - [0:0]` creates the chain or flushes it if it
 rewritten chain is replaced whole inside the same commit. Order inside a table: declare every chain
 we write or delete, fill the written ones, add/delete jumps, then `-X` the deleted chains (their
 referrers were flushed or deleted above in the same transaction).
+
+With `counts` (see `carry`), rules of rewritten chains that stand for the same thing as a replaced
+rule start with its `[pkts:bytes]`; such text must be applied with `iptables-restore --counters`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from agent.dataplane.iptables import carry
 from agent.dataplane.iptables.diff import Changes, diff
 from agent.dataplane.iptables.ruleset import Rule, Ruleset
 
@@ -21,14 +27,22 @@ def _line(op: str, rule: Rule) -> str:
     return " ".join([op, rule.chain, *(_quote(a) for a in rule.args)])
 
 
-def render_changes(changes: Changes) -> str:
+def _filled(table: str, rule: Rule, counts: Mapping) -> str:
+    line = _line("-A", rule)
+    if not counts:
+        return line
+    found = counts.get((table, rule.chain, carry.rule_key(rule.args)))
+    return f"[{found[0]}:{found[1]}] {line}" if found else line
+
+
+def render_changes(changes: Changes, counts: carry.Counts | None = None) -> str:
     out: list[str] = []
     for t in changes.tables:
         out.append(f"*{t.name}")
         out += [f":{c.name} - [0:0]" for c in t.write]
         out += [f":{name} - [0:0]" for name in t.delete]
         for c in t.write:
-            out += [_line("-A", r) for r in c.rules]
+            out += [_filled(t.name, r, counts or {}) for r in c.rules]
         out += [_line("-D", r) for r in t.del_jumps]
         out += [_line("-A", r) for r in t.add_jumps]
         out += [f"-X {name}" for name in t.delete]
