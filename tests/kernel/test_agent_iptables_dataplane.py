@@ -233,3 +233,55 @@ def test_observe_counts_connections_per_backend(netns, mode):
     assert counts == {"my-app-v1": got["10.1.0.1"], "my-app-v2": got["10.1.0.2"], "my-app-v3": 0}
     assert [(b.weight, b.share) for b in seed.backends] == [(900, Fraction(9, 10)), (100, Fraction(1, 10)), (0, 0)]
     assert splits["empty"].refuse
+
+
+def _two(ip: str, v1: int, v2: int) -> SplitPort:
+    return split_port(ip, {"my-app-v1": v1, "my-app-v2": v2}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]},
+                      service=f"svc-{ip.rsplit('.', 1)[1]}")
+
+
+@pytest.mark.parametrize("how", ["partial", "restarted"])
+def test_weight_change_keeps_both_backends_connection_counts(netns, mode, how):
+    """90/10 -> 50/50 rewrites the split's chain; what show reports must still include the
+    connections made before the change, for both backends (partial sync reads just that chain;
+    a restarted agent's full sync reads the whole table)."""
+    ip = "10.100.200.30"
+    with Topology(netns) as topo:
+        topo.address(ip)
+        topo.listen("10.1.0.1", "10.1.0.2")
+        dp = IptablesDataplane(netns=netns, mode=mode)
+        dp.sync([_two(ip, 900, 100)])
+        assert topo.connect(ip, 80, n=200) == [0] * 200
+        before = topo.accepted()
+        assert before["10.1.0.2"] > 0, before
+
+        if how == "restarted":
+            dp = IptablesDataplane(netns=netns, mode=mode)
+        assert dp.sync([_two(ip, 500, 500)], full=how == "restarted").written == 1
+        assert "--probability 0.50000000000" in save(netns, Backend(mode), Family.V4, table="nat")
+        assert topo.connect(ip, 80, n=100) == [0] * 100
+        after = topo.accepted()
+
+    [split] = IptablesDataplane(netns=netns, mode=mode).observe()
+    counts = {b.service: b.connections for b in split.backends}
+    assert counts == {"my-app-v1": before["10.1.0.1"] + after["10.1.0.1"],
+                      "my-app-v2": before["10.1.0.2"] + after["10.1.0.2"]}
+    assert [(b.weight, b.share) for b in split.backends] == [(500, Fraction(1, 2)), (500, Fraction(1, 2))]
+
+
+def test_many_chains_rewritten_at_once_keep_their_counts(netns, mode):
+    """More rewritten chains than the per-chain read limit: counters come from one iptables-save -c."""
+    from agent.dataplane.iptables.dataplane import PER_CHAIN_READS
+    ips = [f"10.100.201.{i}" for i in range(1, PER_CHAIN_READS + 3)]
+    with Topology(netns) as topo:
+        topo.address(*ips)
+        topo.listen("10.1.0.1", "10.1.0.2")
+        dp = IptablesDataplane(netns=netns, mode=mode)
+        dp.sync([_two(ip, 900, 100) for ip in ips])
+        for n, ip in enumerate(ips, start=1):
+            assert topo.connect(ip, 80, n=n) == [0] * n
+        result = dp.sync([_two(ip, 1, 1) for ip in ips])
+        assert (result.written, result.unchanged) == (len(ips), 0)
+    totals = {s.cluster_ip: sum(b.connections for b in s.backends)
+              for s in IptablesDataplane(netns=netns, mode=mode).observe()}
+    assert totals == {ip: n for n, ip in enumerate(ips, start=1)}

@@ -48,7 +48,7 @@ def test_show_keeps_counting_across_a_weight_change_and_filters(netns, topo, con
     topo.connect(ROOT_IP, 80, n=10)
     [split] = json.loads(show(netns, "-o", "json", "my-app").stdout)
     counts = {b["service"]: (b["weight"], b["connections"]) for b in split["backends"]}
-    # v2's SEP chain was not rewritten, so its counter still holds the earlier connections;
+    # v2 keeps its DNAT rule across the rewrite, and its counter is carried over with it;
     # v1 at weight 0 has no rule any more, hence nothing counted
     assert counts == {"my-app-v1": (0, 0), "my-app-v2": (1000, before[V2] + 10)}
     assert json.loads(show(netns, "-o", "json", "other-service").stdout) == []
