@@ -7,7 +7,7 @@ PY         := $(VENV)/bin/python
 PYTHON     ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
                 command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
                 && { echo $$p; break; }; done)
-APT_PKGS   := iptables nftables iproute2 util-linux gcc python3-bpfcc libbpfcc linux-libc-dev bpftool \
+APT_PKGS   := iptables nftables iproute2 util-linux gcc python3-bpfcc libbpfcc linux-libc-dev \
               python3-venv ca-certificates
 # Commands whose presence tells that the packages above are installed.
 NEEDED_CMDS := iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ip nsenter gcc bpftool
@@ -25,6 +25,9 @@ system-packages:
 	  echo ">> installing system packages: $(APT_PKGS)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	  : "bpftool (tests use it to prove cleanup): its own package on Debian, in linux-tools on Ubuntu"; \
+	  command -v bpftool >/dev/null 2>&1 || apt-get install -y -qq bpftool >/dev/null 2>&1 \
+	    || apt-get install -y -qq linux-tools-common "linux-tools-$$(uname -r)" >/dev/null || true; \
 	  if [ -z "$$(for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; done)" ]; then \
 	    apt-get install -y -qq python3.11 python3.11-venv >/dev/null; fi; \
 	fi

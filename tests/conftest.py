@@ -33,6 +33,16 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"kernel/BPF test skipped under CI (CI=true): {report.longrepr}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    # A module skipped while being collected (e.g. importorskip) hides every test in it.
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"test module skipped at collection under CI (CI=true): {report.longrepr}"
+
+
 @pytest.fixture
 def root_required():
     if not IS_ROOT:
