@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from agent.iptables import exec as ipt
 from agent.iptables.exec import Backend, Family, IptablesError
 from agent.iptables.saved import SavedTable, parse_save
+from agent.netns import netns_path
 from init import plan
 from init.config import InitConfig
 from init.namespace import has_ipv6
@@ -66,6 +67,11 @@ def resolve_backend(cfg: InitConfig, family: Family, firewall_bin: str | None = 
         return Backend.NFT, "--iptables-mode nft"
     if cfg.iptables_mode == "plain":
         return _plain_backend(firewall_bin)
+    path = netns_path(cfg.netns)
+    if path is not None and not path.exists():
+        # Only --simulate gets here (the CLI refuses a missing namespace otherwise): there is no
+        # namespace to detect from, so plan for the backend a fresh namespace would get.
+        return Backend.NFT, f"netns {cfg.netns} is not on this host: planning for nft, as in a fresh namespace"
     return ipt.detect_backend(cfg.netns, family)
 
 

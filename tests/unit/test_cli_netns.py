@@ -26,3 +26,4 @@ def test_simulate_may_target_a_namespace_that_is_not_here():
     result = CliRunner().invoke(proxy_init, ["--simulate", "--no-ipv6", "--netns", MISSING])
     assert result.exit_code == 0, result.output
     assert "-j REDIRECT --to-ports 4140" in result.output
+    assert "input for iptables-nft-restore" in result.output   # what a fresh namespace would get
