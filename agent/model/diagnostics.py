@@ -25,7 +25,9 @@ class Diagnostic:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.obj}: {self.field}: {self.message}"
+        # "-" marks a part that does not apply (a missing file has no object or field yet).
+        where = [part for part in (self.file, self.obj, self.field) if part and part != "-"]
+        return ": ".join([*where, self.message])
 
     def to_json(self) -> dict:
         return {"severity": self.severity, "file": self.file, "object": self.obj,

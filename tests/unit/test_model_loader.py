@@ -107,13 +107,13 @@ def test_json_syntax_error_names_line(tmp_path):
 def test_missing_path_is_an_error(tmp_path):
     missing = str(tmp_path / "nope.yaml")
     config = load_config([missing])
-    assert [str(d) for d in config.errors] == [f"{missing}: -: -: no such file or directory"]
+    assert [str(d) for d in config.errors] == [f"{missing}: no such file or directory"]
 
 
 def test_a_document_that_is_not_a_mapping_is_ignored_with_an_info(tmp_path):
     path = write(tmp_path, "odd.yaml", "- just\n- a list\n")
     config = load_config([path])
-    assert [str(d) for d in config.diagnostics] == [f"{path}: document 1: -: is a list, not a Kubernetes object; ignored"]
+    assert [str(d) for d in config.diagnostics] == [f"{path}: document 1: is a list, not a Kubernetes object; ignored"]
     assert [d.severity for d in config.diagnostics] == ["info"]
     assert not config.has_errors
 

@@ -78,7 +78,7 @@ def test_warnings_only_exit_zero(tmp_path):
 def test_missing_path_exits_one():
     result = run("/nonexistent/kernsplit/manifests")
     assert result.exit_code == 1
-    assert "error: /nonexistent/kernsplit/manifests: -: -: no such file or directory" in result.output
+    assert "error: /nonexistent/kernsplit/manifests: no such file or directory" in result.output
 
 
 def test_a_path_is_required():
