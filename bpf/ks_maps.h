@@ -12,5 +12,7 @@ BPF_F_TABLE("hash", u32, struct ks_meta, ks_meta, KS_MAX_SPLITS, BPF_F_NO_PREALL
 BPF_PERCPU_ARRAY(ks_counters, u64, KS_MAX_SPLITS * KS_MAX_BACKENDS);
 /* socket cookie -> service address dialled, for getpeername. LRU: closed sockets age out. */
 BPF_TABLE("lru_hash", u64, struct ks_service_key, ks_origins, KS_ORIGIN_ENTRIES);
+/* One entry: settings and schema fingerprint (struct ks_config). */
+BPF_ARRAY(ks_config, struct ks_config, 1);
 
 #endif

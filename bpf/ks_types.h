@@ -11,7 +11,9 @@
 #define KS_TYPES_H
 
 #define KS_MAX_SPLITS      16384   /* split ports (root ClusterIP:port) per node */
-#define KS_MAX_BACKENDS    16      /* backends per split (Gateway API allows 16 backendRefs) */
+/* backends per split: Gateway API allows 16 backendRefs, and the model appends the root itself
+ * (its own endpoints) when every weight is zero: 16 + 1. */
+#define KS_MAX_BACKENDS    17
 #define KS_SLOTS_LOG2      12
 #define KS_MAX_SLOTS       (1 << KS_SLOTS_LOG2)  /* endpoints per split port */
 #define KS_SLOT_ENTRIES    262144  /* all tables together, old and new during a flip */
@@ -19,6 +21,8 @@
 #define KS_NAME_LEN        64
 #define KS_SPLIT_NAME_LEN  256
 #define KS_KIND_LEN        16
+#define KS_SCHEMA_LEN      32      /* sha256 */
+#define KS_MAX_SPLIT_UIDS  8
 
 /* ks_services key: a root service address as the application dialled it. */
 struct ks_service_key {
@@ -68,6 +72,20 @@ struct ks_meta {
 	__u32 nbackends;
 	__u32 pad;
 	struct ks_backend_meta backends[KS_MAX_BACKENDS];
+};
+
+/* ks_config[0]: what the agent tells the programs, and which schema this install was built from.
+ *
+ * `schema` must stay the FIRST field, KS_SCHEMA_LEN bytes, in every future version: a newer agent
+ * reads it from an older install (after checking the map's value size) to decide whether the
+ * pinned programs and maps can be adopted or must be replaced (agent/dataplane/ebpf/schema.py). */
+struct ks_config {
+	__u8  schema[KS_SCHEMA_LEN];
+	/* Mesh-aware splitting: 0 = rewrite every connect; otherwise only connects made by one of
+	 * uids[0..nuids) (the mesh proxy), so the app's own connect reaches its proxy unchanged and
+	 * the proxy still sees the ClusterIP as SO_ORIGINAL_DST. */
+	__u32 nuids;
+	__u32 uids[KS_MAX_SPLIT_UIDS];
 };
 
 #endif

@@ -46,11 +46,30 @@ static __always_inline void lb_count(__u32 split_id, __u16 backend)
 		*n += 1;
 }
 
+/* Is this connect one we split? Every connect unless split uids are configured; then only the
+ * mesh proxy's (bpf_get_current_uid_gid: the task calling connect()). Asked only for connects
+ * to a split's address, so all other connects pay nothing for it. */
+static __always_inline int lb_uid_selected(void)
+{
+	int zero = 0;
+	struct ks_config *cfg = ks_config.lookup(&zero);
+	if (!cfg || cfg->nuids == 0)
+		return 1;
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	for (int i = 0; i < KS_MAX_SPLIT_UIDS; i++) {
+		if (i >= cfg->nuids)
+			break;
+		if (cfg->uids[i] == uid)
+			return 1;
+	}
+	return 0;
+}
+
 /* Decide for one connect: pass (not a split of ours), refuse, or rewrite to *out. */
 static __always_inline int lb_choose(struct ks_service_key *key, struct ks_slot *out)
 {
 	struct ks_service *svc = ks_services.lookup(key);
-	if (!svc)
+	if (!svc || !lb_uid_selected())
 		return LB_PASS;
 	if (svc->count == 0)
 		return LB_REFUSE;

@@ -15,12 +15,13 @@ log = logging.getLogger("kernsplit.agent")
 
 
 def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: str | None,
-                      bpffs: str | None) -> dict:
+                      bpffs: str | None, split_uids: tuple[int, ...] = ()) -> dict:
     """Constructor keywords for `agent.dataplane.make_dataplane`: each dataplane gets its own,
     and options left unset are not passed, so the dataplane's defaults apply."""
     if name == "iptables":
         return {"netns": netns, "mode": iptables_mode}
-    return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs)) if v is not None}
+    return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs), ("split_uids", split_uids or None))
+            if v is not None}
 
 
 def _stop_on_signals() -> threading.Event:
@@ -38,26 +39,34 @@ def _stop_on_signals() -> threading.Event:
 @click.option("--netns", type=NETNS, default=None, help="Target network namespace: name or path (iptables).")
 @click.option("--cgroup", default=None, help="cgroup v2 directory to attach to (ebpf).")
 @click.option("--bpffs", default=None, help="bpffs directory for pins (ebpf).")
+@click.option("--split-uid", "split_uids", multiple=True, type=click.IntRange(0, 2**32 - 2),
+              help="ebpf: split only connect()s made by this uid, the mesh proxy's (repeatable, "
+                   "at most 8). Other connects pass unchanged, so the app's connection reaches its "
+                   "proxy with the ClusterIP as original destination. Default: split every connect.")
 @click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
               help="Seconds between full resyncs that repair drift.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True)
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
-def agent(config_paths, dataplane, once, netns, cgroup, bpffs, resync_interval, log_format, log_level,
-          cleanup, iptables_mode):
+def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resync_interval, log_format,
+          log_level, cleanup, iptables_mode):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     if not cleanup and not config_paths:
         raise click.UsageError("--config PATH is required (unless --cleanup)")
     if netns and dataplane == "ebpf":
         log.debug("--netns is not used by the ebpf dataplane (it attaches to --cgroup)")
+    if split_uids and dataplane != "ebpf":
+        raise click.UsageError("--split-uid applies to --dataplane ebpf only (iptables splits on the "
+                               "node, after the proxy)")
     # Imported here: the reconcile loop pulls in the model and (for ebpf) BCC only when needed.
     from agent.dataplane import make_dataplane
     from agent.reconcile import Reconciler, Timing
 
     try:
-        dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs))
+        dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
+                                                           split_uids))
         if cleanup:
             dp.cleanup()
             log.info("cleanup done: kernsplit %s objects removed", dataplane)

@@ -19,7 +19,8 @@ DATAPLANES = {
 
 def make_dataplane(name: str, **options) -> Dataplane:
     """Build a dataplane by name; options are the dataplane's own constructor keywords
-    (iptables: netns, mode; ebpf: cgroup, bpffs)."""
+    (iptables: netns, mode; ebpf: cgroup, bpffs, split_uids: only these uids' connects are split,
+    for a mesh proxy's; see EbpfDataplane)."""
     try:
         target = DATAPLANES[name]
     except KeyError:

@@ -167,7 +167,9 @@ class Lab:
         argv = [program("kernsplit"), "agent", "--config", str(self.manifests),
                 "--dataplane", self.dataplane, "--netns", self.node]
         if self.dataplane == "ebpf":
-            argv += ["--cgroup", str(self.pods_cgroup), "--bpffs", str(self.bpffs)]
+            # split after the proxy, as on the node with iptables: the proxy sees the ClusterIP
+            argv += ["--cgroup", str(self.pods_cgroup), "--bpffs", str(self.bpffs),
+                     "--split-uid", str(PROXY_UID)]
         return [*argv, *extra]
 
     def start_agent(self, *extra: str) -> int:

@@ -92,5 +92,5 @@ def test_orphans_left_by_a_crash_are_deleted():
 
 def test_errors_name_the_object_and_field():
     long = split(name="x" * 300)
-    with pytest.raises(plan.SplitTooLarge, match=r"TrafficSplit default/x+: name"):
+    with pytest.raises(plan.SplitTooLarge, match=r"TrafficSplit default/x+ 10.100.200.30:80: name"):
         plan.image(long)

@@ -10,12 +10,14 @@ import ctypes as ct
 
 # Limits, as #defined in bpf/ks_types.h (checked against a compiled program by the same test).
 KS_MAX_SPLITS = 16384
-KS_MAX_BACKENDS = 16
+KS_MAX_BACKENDS = 17      # 16 backendRefs + the root's own endpoints on fallback
 KS_SLOTS_LOG2 = 12
 KS_MAX_SLOTS = 1 << KS_SLOTS_LOG2
 KS_NAME_LEN = 64
 KS_SPLIT_NAME_LEN = 256
 KS_KIND_LEN = 16
+KS_SCHEMA_LEN = 32
+KS_MAX_SPLIT_UIDS = 8
 
 
 class ServiceKey(ct.Structure):
@@ -50,6 +52,12 @@ class Meta(ct.Structure):
                 ("backends", BackendMeta * KS_MAX_BACKENDS)]
 
 
+class Config(ct.Structure):
+    # `schema` first, always (see bpf/ks_types.h): older and newer installs can be told apart.
+    _fields_ = [("schema", ct.c_uint8 * KS_SCHEMA_LEN), ("nuids", ct.c_uint32),
+                ("uids", ct.c_uint32 * KS_MAX_SPLIT_UIDS)]
+
+
 # map name -> (key type, value type); ks_counters values are per-CPU u64.
 MAP_TYPES = {
     "ks_services": (ServiceKey, Service),
@@ -57,4 +65,5 @@ MAP_TYPES = {
     "ks_meta": (ct.c_uint32, Meta),
     "ks_counters": (ct.c_int32, ct.c_uint64),
     "ks_origins": (ct.c_uint64, ServiceKey),
+    "ks_config": (ct.c_uint32, Config),
 }

@@ -17,6 +17,7 @@ for _name, _args in {
     "bpf_map_get_next_key": [ct.c_int, ct.c_void_p, ct.c_void_p],
     "bpf_link_create": [ct.c_int, ct.c_int, ct.c_int, ct.c_void_p],
     "bpf_link_detach": [ct.c_int],
+    "bpf_link_update": [ct.c_int, ct.c_int, ct.c_void_p],
     "bpf_obj_get_info_by_fd": [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)],
 }.items():
     getattr(_lib, _name).argtypes = _args
@@ -94,6 +95,21 @@ class Map:
             prev = nxt
 
 
+class _MapInfo(ct.Structure):
+    # struct bpf_map_info head (uapi/linux/bpf.h); the tail is left zero for the kernel.
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
+                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("rest", ct.c_uint8 * 108)]
+
+
+def map_sizes(fd: int, what: str) -> tuple[int, int]:
+    """(key size, value size) of an open map: checked before reading a map whose layout we did
+    not create (an install from another agent version), so a lookup never overruns our buffer."""
+    info = _MapInfo()
+    size = ct.c_uint32(ct.sizeof(info))
+    _check(_lib.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)), f"map info {what}")
+    return info.key_size, info.value_size
+
+
 class _LinkInfo(ct.Structure):
     # struct bpf_link_info head and its cgroup member (uapi/linux/bpf.h).
     _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("prog_id", ct.c_uint32),
@@ -105,6 +121,24 @@ def link_create(prog_fd: int, cgroup_fd: int, attach_type: int, what: str) -> in
     """Attach through a BPF link: multi-attach (foreign programs on the cgroup stay), and the
     attachment lives as long as the link's pin, not as long as this process."""
     return _check(_lib.bpf_link_create(prog_fd, cgroup_fd, attach_type, None), f"attach {what}")
+
+
+def link_update(link_fd: int, prog_fd: int, what: str) -> None:
+    """Swap the program behind an attached link in one step (BPF_LINK_UPDATE): no moment in
+    which the cgroup runs neither the old program nor the new one."""
+    _check(_lib.bpf_link_update(link_fd, prog_fd, None), f"replace program of {what}")
+
+
+_libc = ct.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE; bpffs supports it)."""
+    if _libc.renameat2(_AT_FDCWD, str(a).encode(), _AT_FDCWD, str(b).encode(), _RENAME_EXCHANGE) != 0:
+        err = ct.get_errno()
+        raise BpfError(err, f"exchange {a} and {b}: {os.strerror(err)}")
 
 
 def link_detach(link_fd: int, what: str) -> None:

@@ -1,32 +1,47 @@
 """EbpfDataplane: the Dataplane protocol over pinned BPF maps behind cgroup connect hooks."""
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from agent.dataplane.base import ObservedBackend, ObservedSplit, SyncResult
-from agent.dataplane.ebpf import loader, plan
-from agent.dataplane.ebpf.maps import KernelMaps
+from agent.dataplane.ebpf import loader, plan, schema
+from agent.dataplane.ebpf.maps import KernelMaps, installed_schema
 from agent.model.resolved import SplitPort
 
 DEFAULT_BPFFS = Path("/sys/fs/bpf/kernsplit")
+
+log = logging.getLogger("kernsplit.agent.ebpf")
 
 
 class EbpfDataplane:
     """Programs and maps pinned under `bpffs`, programs attached to `cgroup` (cgroup v2 dir).
 
-    The first sync compiles and pins (or adopts existing pins), attaches, then only map updates
-    follow. `observe()`/`installed()` never compile or attach: they read the pins.
+    The first sync compiles and pins (or adopts existing pins built from the same schema;
+    replaces an install of another schema), attaches, then only map updates follow.
+    `observe()`/`installed()` never compile or attach: they read the pins.
+
+    `split_uids`: when given, only connect()s made by these uids (the mesh proxy, e.g. 2102) are
+    rewritten; every other connect passes unchanged, so a meshed app's connection reaches its
+    proxy with the ClusterIP as SO_ORIGINAL_DST and the proxy's own connect is split. Empty
+    (default): every connect is split. Stored in the pinned ks_config map, no recompilation.
+
+    A split port that does not fit the maps is skipped (the kernel keeps its previous state for
+    that address, if any), logged as an error, and listed in `rejected` after each sync.
     """
 
     name = "ebpf"
 
     def __init__(self, cgroup: str | os.PathLike | None = None,
-                 bpffs: str | os.PathLike | None = None):
+                 bpffs: str | os.PathLike | None = None, split_uids: Iterable[int] = ()):
         self.cgroup = Path(cgroup) if cgroup else None
         self.pins = loader.Pins(Path(bpffs) if bpffs else DEFAULT_BPFFS)
+        self.config = plan.config_image(schema.fingerprint(), split_uids)
+        self.rejected: list[str] = []                 # messages of the last sync's skipped splits
+        self.replaced = False                         # this instance replaced another schema's install
         self._maps: KernelMaps | None = None
         self._known: dict[plan.Addr, plan.Installed] | None = None   # what we last wrote
         # SplitPort -> image of the last sync: building 10,000 exact tables costs ~0.5 s, and a
@@ -39,11 +54,16 @@ class EbpfDataplane:
     # --- Dataplane protocol ------------------------------------------------------------------
 
     def sync(self, desired: Sequence[SplitPort], *, full: bool = False) -> SyncResult:
-        images = self._images(desired)         # validates before anything is touched
-        maps = self._ready()
+        images, rejected = self._images(desired)   # validates before anything is touched
+        self.rejected = [r.message for r in rejected]
+        for r in rejected:
+            log.error("ebpf: %s", r.message, extra={"dataplane": self.name})
+        maps = self._ready(images)
         if full or self._known is None:
             self._known = maps.installed()
-        p = plan.plan(images, self._known)
+            if maps.config() != self.config:     # drift, or another agent's --split-uid
+                maps.write_config(self.config)
+        p = plan.plan(images, self._known, keep=[r.key for r in rejected])
         ops = list(p.ops)
         if full:
             ops += plan.orphan_ops(p.result, maps.slot_keys(), maps.meta_ids())
@@ -86,16 +106,24 @@ class EbpfDataplane:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _images(self, desired: Sequence[SplitPort]) -> list[plan.SplitImage]:
+    def _images(self, desired: Sequence[SplitPort]) -> tuple[list[plan.SplitImage], list[plan.Rejected]]:
         # Same object, or an equal one at the same address: reuse. Comparing is cheap;
-        # hashing a SplitPort (all its Fractions) is not.
-        cache = self._image_cache
-        out = []
+        # hashing a SplitPort (all its Fractions) is not. Rejected splits are not cached.
+        cache, fresh = self._image_cache, {}
+        out: list[plan.SplitImage] = []
+        rejected: list[plan.Rejected] = []
         for s in desired:
             hit = cache.get(s.key)
-            out.append(hit[1] if hit is not None and (hit[0] is s or hit[0] == s) else plan.image(s))
-        self._image_cache = {s.key: (s, img) for s, img in zip(desired, out)}
-        return out
+            if hit is None or not (hit[0] is s or hit[0] == s):
+                img = plan.image_or_rejected(s)
+                if isinstance(img, plan.Rejected):
+                    rejected.append(img)
+                    continue
+                hit = (s, img)
+            out.append(hit[1])
+            fresh[s.key] = hit
+        self._image_cache = fresh
+        return out, rejected
 
     def close(self) -> None:
         """Drop our fds (the pins keep programs, maps and attachments alive)."""
@@ -108,15 +136,46 @@ class EbpfDataplane:
         return {name: loader.prog_id(self.pins.prog(name)) for name in loader.PROGRAMS
                 if self.pins.prog(name).exists()}
 
-    def _ready(self) -> KernelMaps:
+    def _ready(self, images: Sequence[plan.SplitImage]) -> KernelMaps:
         if self._maps is not None:
             return self._maps
         loader.ensure_bpffs(self.pins.root)
-        if not self.pins.complete():
-            # A partial install (crash during the first load) is not adoptable: start clean.
+        staging = self.pins.staging()
+        if staging.root.exists():
+            loader.remove(staging)         # left by a crash during a replacement; never attached
+        if self.pins.complete() and installed_schema(self.pins) == self.config.schema:
+            pass                               # adopt: same programs, same map layouts
+        elif self.pins.attached():
+            # Another version's install is live: build ours beside it, fill it, then swap
+            # programs in place, so connects never meet an unrewritten moment.
+            log.warning("ebpf: pins under %s were built from another schema (fingerprint %s, "
+                        "this agent %s): replacing programs and maps; counters restart from zero",
+                        self.pins.root, (installed_schema(self.pins) or b"").hex()[:12] or "none",
+                        self.config.schema.hex()[:12])
+            self.compile_seconds = loader.compile_and_pin(staging)
+            self._fill(staging, images)
+            loader.swap(self.pins, staging)
+            self.replaced = True
+        else:
+            # Nothing attached (first install, or a crash during it): start clean.
             loader.remove(self.pins)
             self.compile_seconds = loader.compile_and_pin(self.pins)
-        cgroup = self.cgroup or loader.cgroup2_root()
-        self.links_created = loader.attach(self.pins, cgroup)
-        self._maps = KernelMaps(self.pins)
-        return self._maps
+        maps = KernelMaps(self.pins)
+        try:
+            if maps.config() != self.config:   # before attaching: the uid filter holds at once
+                maps.write_config(self.config)
+            self.links_created = loader.attach(self.pins, self.cgroup or loader.cgroup2_root())
+        except BaseException:
+            maps.close()
+            raise
+        self._maps = maps
+        return maps
+
+    def _fill(self, staged: loader.Pins, images: Sequence[plan.SplitImage]) -> None:
+        """Write config and every split into a new install's maps before it goes live."""
+        maps = KernelMaps(staged)
+        try:
+            maps.write_config(self.config)
+            maps.apply(plan.plan(images, {}).ops)
+        finally:
+            maps.close()

@@ -22,7 +22,7 @@ from agent.dataplane.ebpf import bpfsys
 BPF_SRC = Path(__file__).resolve().parents[3] / "bpf"
 # One text for BCC, in this order: BCC rewrites map calls only in the text it is given (lb.c).
 SOURCES = ("lb.c", "sock_connect.c", "sock_getpeername.c")
-MAPS = ("ks_services", "ks_slots", "ks_meta", "ks_counters", "ks_origins")
+MAPS = ("ks_services", "ks_slots", "ks_meta", "ks_counters", "ks_origins", "ks_config")
 # program -> enum bpf_attach_type (uapi/linux/bpf.h)
 PROGRAMS = {
     "sock4_connect": 10,       # BPF_CGROUP_INET4_CONNECT
@@ -57,6 +57,14 @@ class Pins:
 
     def any(self) -> bool:
         return self.root.exists() and any(self.root.rglob("*"))
+
+    def attached(self) -> bool:
+        """Some program of ours is (or was) attached: replacing must not open a gap."""
+        return any(self.link(p).exists() for p in PROGRAMS)
+
+    def staging(self) -> "Pins":
+        """Where a replacement install is built beside the live one (see `swap`)."""
+        return Pins(self.root / "staging")
 
 
 def _mounts() -> list[tuple[str, str]]:
@@ -164,6 +172,40 @@ def attach(pins: Pins, cgroup: Path) -> int:
     return created
 
 
+def swap(pins: Pins, staged: Pins) -> None:
+    """Make the (already filled) install under `staged` the live one under `pins`.
+
+    Every attached link gets its program replaced in place (BPF_LINK_UPDATE, cgroup links since
+    5.7): each connect runs either the old program on the old maps or the new program on the
+    new maps, with no moment without a program. Then the pin directories are exchanged
+    atomically (RENAME_EXCHANGE) and the old objects, now under `staged`, are removed.
+    Programs first, maps (which hold the fingerprint) last: a crash in between leaves the old
+    fingerprint live, so the next start replaces again rather than adopting a mixed install.
+    """
+    for name in PROGRAMS:
+        link = pins.link(name)
+        if not link.exists():
+            continue      # not attached yet: `attach` creates it with the new program
+        link_fd = bpfsys.obj_get(link)
+        try:
+            prog_fd = bpfsys.obj_get(staged.prog(name))
+            try:
+                bpfsys.link_update(link_fd, prog_fd, name)
+            except bpfsys.BpfError:
+                pass      # a defunct link (its cgroup is gone): `attach` replaces it
+            finally:
+                os.close(prog_fd)
+        finally:
+            os.close(link_fd)
+    for sub in ("progs", "maps"):
+        live, new = pins.root / sub, staged.root / sub
+        if live.exists():
+            bpfsys.exchange(new, live)
+        else:
+            new.rename(live)
+    remove(staged)
+
+
 def _detach_fd(fd: int, name: str) -> None:
     try:
         bpfsys.link_detach(fd, name)
@@ -190,4 +232,4 @@ def remove(pins: Pins) -> None:
 
 
 __all__ = ["Pins", "LoaderError", "ensure_bpffs", "cgroup2_root", "compile_and_pin", "attach",
-           "remove", "prog_id"]
+           "swap", "remove", "prog_id"]

@@ -55,6 +55,36 @@ def decode_meta(v: abi.Meta) -> plan.MetaImage:
 
 
 _NO_META = plan.MetaImage("", "", "", "", ())
+_ZERO = ct.c_uint32(0)
+
+
+def encode_config(c: plan.ConfigImage) -> abi.Config:
+    out = abi.Config()
+    ct.memmove(out.schema, c.schema, abi.KS_SCHEMA_LEN)
+    out.nuids = len(c.split_uids)
+    for i, uid in enumerate(c.split_uids):
+        out.uids[i] = uid
+    return out
+
+
+def decode_config(v: abi.Config) -> plan.ConfigImage:
+    return plan.ConfigImage(bytes(v.schema), tuple(v.uids[:min(v.nuids, abi.KS_MAX_SPLIT_UIDS)]))
+
+
+def installed_schema(pins: Pins) -> bytes | None:
+    """The schema fingerprint of the install under `pins`, or None when it has none we can read
+    (no ks_config pin: an install older than the fingerprint; or a ks_config of another size)."""
+    path = pins.map("ks_config")
+    if not path.exists():
+        return None
+    cfg = bpfsys.Map(path, ct.c_uint32, abi.Config)
+    try:
+        if bpfsys.map_sizes(cfg.fd, path.name) != (ct.sizeof(ct.c_uint32), ct.sizeof(abi.Config)):
+            return None
+        value = cfg.lookup(_ZERO)
+        return bytes(value.schema) if value is not None else None
+    finally:
+        cfg.close()
 
 
 class KernelMaps:
@@ -97,6 +127,12 @@ class KernelMaps:
                 plan.SplitImage(addr, tuple(found), decode_meta(meta) if meta is not None else _NO_META),
                 svc.split_id, svc.table)
         return out
+
+    def config(self) -> plan.ConfigImage:
+        return decode_config(self.maps["ks_config"].lookup(_ZERO))
+
+    def write_config(self, c: plan.ConfigImage) -> None:
+        self.maps["ks_config"].update(_ZERO, encode_config(c))
 
     def slot_keys(self) -> list[tuple[int, int]]:
         return [(k.table, k.slot) for k in self.maps["ks_slots"].keys()]

@@ -151,30 +151,68 @@ def _share(value: Fraction) -> Fraction:
     return value.limit_denominator(_U64)
 
 
+def owner(split: SplitPort) -> str:
+    """How errors name a split port: `TrafficSplit default/my-app-split 10.100.200.30:80`."""
+    ip = ipaddress.ip_address(split.cluster_ip)
+    where = f"[{ip.compressed}]:{split.port}" if ip.version == 6 else f"{ip.compressed}:{split.port}"
+    return f"{split.split_kind} {split.namespace}/{split.split} {where}"
+
+
+def address(split: SplitPort) -> Addr:
+    ip = ipaddress.ip_address(split.cluster_ip)
+    return Addr(ip.version, ip.compressed, split.port)
+
+
 def image(split: SplitPort) -> SplitImage:
-    owner = f"{split.split_kind} {split.namespace}/{split.split}"
+    """Raises SplitTooLarge (message: owner, field, limit) when the split does not fit the maps."""
+    who = owner(split)
     if len(split.backends) > abi.KS_MAX_BACKENDS:
-        raise SplitTooLarge(f"{owner}: backends: {len(split.backends)} backends, the eBPF "
-                            f"dataplane holds at most {abi.KS_MAX_BACKENDS}")
+        raise SplitTooLarge(f"{who}: backends: {len(split.backends)} backends (including the root "
+                            f"when its own endpoints take the traffic), the eBPF dataplane holds "
+                            f"at most {abi.KS_MAX_BACKENDS}")
     if len(split.endpoints) > abi.KS_MAX_SLOTS:
-        raise SplitTooLarge(f"{owner}: {len(split.endpoints)} endpoints for {split.cluster_ip}:"
-                            f"{split.port}, the eBPF dataplane holds at most {abi.KS_MAX_SLOTS}")
+        raise SplitTooLarge(f"{who}: endpoints: {len(split.endpoints)} endpoints, the eBPF "
+                            f"dataplane holds at most {abi.KS_MAX_SLOTS}")
     names = [b.service for b in split.backends]
     backends = tuple(
-        BackendImage(_fit(b.service, abi.KS_NAME_LEN, "backend", owner), b.weight, _share(b.share),
+        BackendImage(_fit(b.service, abi.KS_NAME_LEN, "backend", who), b.weight, _share(b.share),
                      b.resolved)
         for b in split.backends)
-    meta = MetaImage(_fit(split.namespace, abi.KS_NAME_LEN, "namespace", owner),
-                     _fit(split.service, abi.KS_NAME_LEN, "service", owner),
-                     _fit(split.split, abi.KS_SPLIT_NAME_LEN, "name", owner),
-                     _fit(split.split_kind, abi.KS_KIND_LEN, "kind", owner), backends)
+    meta = MetaImage(_fit(split.namespace, abi.KS_NAME_LEN, "namespace", who),
+                     _fit(split.service, abi.KS_NAME_LEN, "service", who),
+                     _fit(split.split, abi.KS_SPLIT_NAME_LEN, "name", who),
+                     _fit(split.split_kind, abi.KS_KIND_LEN, "kind", who), backends)
     slots: tuple[SlotImage, ...] = ()
     if split.endpoints:
         lasts = table.bounds([e.share for e in split.endpoints])
-        slots = tuple(SlotImage(last, e.endpoint.ip, e.endpoint.port, _backend_index(names, e.backend, owner))
+        slots = tuple(SlotImage(last, e.endpoint.ip, e.endpoint.port, _backend_index(names, e.backend, who))
                       for last, e in zip(lasts, split.endpoints))
-    ip = ipaddress.ip_address(split.cluster_ip)
-    return SplitImage(Addr(ip.version, ip.compressed, split.port), slots, meta)
+    return SplitImage(address(split), slots, meta)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A split port that does not fit the maps: skipped, its kernel state (if any) kept."""
+    key: Addr
+    message: str
+
+
+def image_or_rejected(split: SplitPort) -> SplitImage | Rejected:
+    """One bad split must not block the others: a SplitTooLarge becomes a Rejected."""
+    try:
+        return image(split)
+    except SplitTooLarge as exc:
+        return Rejected(address(split), f"{exc}; not programmed, the kernel keeps its previous "
+                                        f"state for this address (if any)")
+
+
+def images_or_rejected(desired: Iterable[SplitPort]) -> tuple[list[SplitImage], list[Rejected]]:
+    out: list[SplitImage] = []
+    rejected: list[Rejected] = []
+    for s in desired:
+        r = image_or_rejected(s)
+        (rejected if isinstance(r, Rejected) else out).append(r)
+    return out, rejected
 
 
 def _backend_index(names: list[str], backend: str, owner: str) -> int:
@@ -186,13 +224,19 @@ def _backend_index(names: list[str], backend: str, owner: str) -> int:
 
 # --- planning -------------------------------------------------------------------------------
 
-def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed]) -> Plan:
+def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed],
+         keep: Iterable[Addr] = ()) -> Plan:
+    """`keep`: addresses left exactly as installed (rejected splits keep their last good state);
+    they are neither written nor removed nor counted."""
     wanted = {img.key: img for img in desired}
     ops: list[Op] = []
     result: dict[Addr, Installed] = {}
     written = removed = unchanged = 0
 
-    for key in sorted(set(installed) - set(wanted)):
+    kept = {key for key in keep if key in installed and key not in wanted}
+    for key in kept:
+        result[key] = installed[key]
+    for key in sorted(set(installed) - set(wanted) - kept):
         ops += _remove_ops(installed[key])
         removed += 1
 
@@ -257,3 +301,27 @@ def orphan_ops(installed: Mapping[Addr, Installed], slot_keys: Iterable[tuple[in
 
 def images(desired: Sequence[SplitPort]) -> list[SplitImage]:
     return [image(s) for s in desired]
+
+
+# --- the config entry -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigImage:
+    schema: bytes                 # schema.fingerprint() of the agent that installed the programs
+    split_uids: tuple[int, ...]   # empty: split every connect; else only these uids' connects
+
+
+MAX_UID = (1 << 32) - 2           # (uid_t)-1 means "no uid"
+
+
+def config_image(schema: bytes, split_uids: Iterable[int] = ()) -> ConfigImage:
+    uids = tuple(sorted(set(int(u) for u in split_uids)))
+    bad = [u for u in uids if not 0 <= u <= MAX_UID]
+    if bad:
+        raise ValueError(f"--split-uid: {bad[0]} is not a uid (0..{MAX_UID})")
+    if len(uids) > abi.KS_MAX_SPLIT_UIDS:
+        raise ValueError(f"--split-uid: {len(uids)} uids given, the eBPF dataplane holds at most "
+                         f"{abi.KS_MAX_SPLIT_UIDS}")
+    if len(schema) != abi.KS_SCHEMA_LEN:
+        raise ValueError(f"schema fingerprint: {len(schema)} bytes, expected {abi.KS_SCHEMA_LEN}")
+    return ConfigImage(schema, uids)
