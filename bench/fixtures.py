@@ -40,6 +40,9 @@ def netns() -> Iterator[str]:
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", name, "addr", "add", f"{BACKEND_IP}/32", "dev", "lo"], check=True)
+        # ClusterIPs need a route for connect() to reach nat OUTPUT (where the iptables dataplane
+        # DNATs); the eBPF hook rewrites before routing. Loopback keeps everything in this netns.
+        subprocess.run(["ip", "-n", name, "route", "add", "default", "dev", "lo"], check=True)
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
