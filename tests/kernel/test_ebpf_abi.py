@@ -50,3 +50,8 @@ def test_map_sizes_match_the_header_limits(compiled):
     assert compiled.get_table(b"ks_services").max_entries == abi.KS_MAX_SPLITS
     assert compiled.get_table(b"ks_counters").max_entries == abi.KS_MAX_SPLITS * abi.KS_MAX_BACKENDS
     assert compiled.get_table(b"ks_meta").max_entries == abi.KS_MAX_SPLITS
+    assert compiled.get_table(b"ks_config").max_entries == 1
+
+
+def test_every_pinned_map_has_a_mirror(compiled):
+    assert set(loader.MAPS) == set(abi.MAP_TYPES)

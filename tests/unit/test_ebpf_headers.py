@@ -48,5 +48,5 @@ def test_python_limits_match_header():
     text = (loader.BPF_SRC / "ks_types.h").read_text()
     defines = dict(re.findall(r"#define (KS_\w+)\s+(\d+)\b", text))
     for name in ("KS_MAX_SPLITS", "KS_MAX_BACKENDS", "KS_SLOTS_LOG2", "KS_NAME_LEN",
-                 "KS_SPLIT_NAME_LEN", "KS_KIND_LEN"):
+                 "KS_SPLIT_NAME_LEN", "KS_KIND_LEN", "KS_SCHEMA_LEN", "KS_MAX_SPLIT_UIDS"):
         assert getattr(abi, name) == int(defines[name]), name
