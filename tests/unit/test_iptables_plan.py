@@ -5,6 +5,7 @@ Refresh the golden files after an intended change with KS_UPDATE_GOLDEN=1.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +36,12 @@ def split_port(weights: dict[str, int], endpoints: dict[str, list[str]], *, ip="
                      for b, w in weights.items())
     return SplitPort("default", service, split, "TrafficSplit", ip, port, "http", "TCP",
                      tuple(sorted(eps, key=lambda e: (e.backend, e.endpoint))), backends)
+
+
+def as_saved(restore_text: str) -> str:
+    """A full restore text as iptables-save prints it back: our jumps are inserted with
+    `-I CHAIN 1` (into otherwise empty built-in chains here), saved as `-A CHAIN`."""
+    return re.sub(r"^-I (\S+) 1 ", r"-A \1 ", restore_text, flags=re.M)
 
 
 SEED = split_port({"my-app-v1": 900, "my-app-v2": 100},
@@ -71,8 +78,8 @@ def test_rendered_ruleset_matches_golden(case):
 def test_every_jump_target_exists_and_names_fit(case):
     ports, family = CASES[case]
     rs = plan(ports, family)
-    builtin = {"nat": {"PREROUTING", "OUTPUT"}, "filter": {"INPUT", "FORWARD", "OUTPUT"}}
-    standard = {"DNAT", "REJECT", "RETURN", "ACCEPT"}
+    builtin = {"nat": {"PREROUTING", "OUTPUT", "POSTROUTING"}, "filter": {"INPUT", "FORWARD", "OUTPUT"}}
+    standard = {"DNAT", "REJECT", "RETURN", "ACCEPT", "MASQUERADE"}
     for table in rs.tables:
         declared = {c.name for c in table.chains}
         for c in table.chains:
@@ -141,7 +148,8 @@ def test_one_chain_per_split_port_however_many_endpoints():
     # iptables-nft slows down with the number of chains, not rules: endpoints must not add chains.
     rs = plan([SEED, SEVENTY, TEN])
     nat = rs.table("nat")
-    assert [c.name for c in nat.chains] == [names.SERVICES, *(names.svc_chain(sp) for sp in (SEED, SEVENTY, TEN))]
+    assert [c.name for c in nat.chains] == [names.SERVICES, *(names.svc_chain(sp) for sp in (SEED, SEVENTY, TEN)),
+                                            names.HAIRPIN]
     dnats = [r for c in nat.chains for r in c.rules if r.target == "DNAT"]
     assert len(dnats) == len(SEED.endpoints) + len(SEVENTY.endpoints) + len(TEN.endpoints)
 
@@ -151,7 +159,7 @@ def test_observe_reads_metadata_and_counters_from_saved_text():
     saved = []
     for line in text.splitlines():   # pretend the kernel counted 7 connections on every DNAT rule
         saved.append(f"[7:420] {line}" if line.startswith("-A ") and "DNAT" in line else line)
-    splits = {s.service: s for s in observe_tables(parse_save("\n".join(saved)))}
+    splits = {s.service: s for s in observe_tables(parse_save(as_saved("\n".join(saved))))}
     seed = splits["my-app"]
     assert (seed.namespace, seed.split, seed.cluster_ip, seed.port, seed.refuse) == \
         ("default", "my-app-split", "10.100.200.30", 80, False)

@@ -9,12 +9,12 @@ from agent.iptables.saved import parse_save
 from agent.dataplane.iptables.diff import owned
 from agent.dataplane.iptables.render import render_full
 
-from test_iptables_plan import REFUSE, SEED, SEVENTY, split_port
+from test_iptables_plan import as_saved, REFUSE, SEED, SEVENTY, split_port
 
 
 def _kernel_after(*ports) -> Ruleset:
     """What iptables-save would show after applying the full plan (plus a foreign chain)."""
-    text = render_full(plan(list(ports))).replace("*nat\n", "*nat\n:FOREIGN - [0:0]\n-A FOREIGN -j RETURN\n")
+    text = as_saved(render_full(plan(list(ports)))).replace("*nat\n", "*nat\n:FOREIGN - [0:0]\n-A FOREIGN -j RETURN\n")
     return owned(Family.V4, parse_save(text))
 
 
@@ -32,11 +32,46 @@ def test_weight_change_rewrites_only_that_service_chain():
     changes = diff(plan([rolled, SEVENTY]), have)
     text = render_changes(changes)
     svc_seed, svc_70 = names.svc_chain(SEED), names.svc_chain(SEVENTY)
-    # only the seed's SVC chain (weights, DNATs and backend metadata live there)
-    assert changes.written() == {svc_seed}
+    # only the seed's SVC chain (weights, DNATs and backend metadata live there), and the hairpin
+    # list: v1's endpoints are no DNAT target any more
+    assert changes.written() == {svc_seed, names.HAIRPIN}
     assert svc_70 not in text and names.SERVICES not in text
     assert not changes.tables[0].delete and not changes.tables[0].add_jumps
     assert "10.1.0.1:8080" not in text and "10.1.0.4:8080" in text      # v1 at weight 0: no rule
+    assert "-s 10.1.0.1/32" not in text and "-s 10.1.0.4/32 -d 10.1.0.4/32" in text
+
+
+def test_weight_change_between_nonzero_weights_rewrites_only_the_service_chain():
+    have = _kernel_after(SEED, SEVENTY)
+    half = split_port({"my-app-v1": 500, "my-app-v2": 500},
+                      {"my-app-v1": ["10.1.0.1", "10.1.0.2", "10.1.0.3"],
+                       "my-app-v2": ["10.1.0.4", "10.1.0.5", "10.1.0.6"]})
+    assert diff(plan([half, SEVENTY]), have).written() == {names.svc_chain(SEED)}
+
+
+def test_hairpin_rule_per_distinct_endpoint_ip_of_the_family():
+    shared = split_port({"a": 1}, {"a": ["10.1.0.1", "10.1.0.9"]}, ip="10.100.200.50", service="other")
+    nat = plan([SEED, shared, REFUSE]).table("nat")
+    hairpin = nat.chain(names.HAIRPIN).rules
+    assert "RETURN" in hairpin[0].args and "DNAT" in hairpin[0].args            # non-DNATed leave first
+    sources = [r.args[1] for r in hairpin[1:]]
+    assert sources == [f"10.1.0.{i}/32" for i in (1, 2, 3, 4, 5, 6, 9)]        # 10.1.0.1 once
+    assert all(r.args[1] == r.args[3] and r.target == "MASQUERADE" for r in hairpin[1:])
+    assert plan([REFUSE]).table("nat") is None                                  # nothing DNATed, no chain
+
+
+def test_buried_jump_is_moved_back_to_the_top_in_one_change():
+    text = as_saved(render_full(plan([SEED, REFUSE])))
+    text = text.replace("*nat\n", "*nat\n:KUBE-SERVICES - [0:0]\n-A OUTPUT -j KUBE-SERVICES\n", 1)
+    have = owned(Family.V4, parse_save(text))
+    assert [j.chain for j in have.table("nat").buried] == ["OUTPUT"]
+    changes = diff(plan([SEED, REFUSE]), have)
+    out = render_changes(changes)
+    assert out.splitlines()[1:] == [
+        '-D OUTPUT -m comment --comment "kernsplit: split service connections" -j KS-SERVICES',
+        '-I OUTPUT 1 -m comment --comment "kernsplit: split service connections" -j KS-SERVICES',
+        "COMMIT"]
+    assert "KUBE-SERVICES -" not in out and "filter" not in out
     assert "FOREIGN" not in text
 
 
@@ -59,7 +94,7 @@ def test_removed_split_deletes_its_chains_and_jumps_when_nothing_is_left():
 
 
 def test_missing_jump_and_edited_rule_are_repaired():
-    have_text = render_full(plan([SEED]))
+    have_text = as_saved(render_full(plan([SEED])))
     lines = have_text.splitlines()
     lines = [l for l in lines if not l.startswith("-A PREROUTING")]            # jump deleted by hand
     victim = next(i for i, l in enumerate(lines) if l.startswith(f"-A {names.svc_chain(SEED)}"))

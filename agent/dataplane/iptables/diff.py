@@ -3,6 +3,12 @@
 Like kube-proxy since 1.26: chains whose rules are identical are not written (so their packet
 counters, which `show` reads, keep counting); changed chains are flushed and refilled; chains of ours
 no longer desired are deleted; jumps from built-in chains are added only when absent.
+
+Our jumps must be the first rule of their built-in chain: on a node with kube-proxy, its
+`-j KUBE-SERVICES` DNATs the root ClusterIP before a later jump of ours is reached (the split never
+applies), and a foreign `FORWARD -j ACCEPT` above KS-REJECT turns a refusal into a hang. Jumps are
+inserted at position 1, and a jump that is present but no longer first (kube-proxy restarted after us
+and inserted its own at the top) is deleted and inserted again at the top, in the same restore.
 Pure: the observed side comes from `agent.iptables.saved.parse_save`, decided on parsed rules.
 """
 from __future__ import annotations
@@ -52,10 +58,15 @@ def owned(family: Family, saved: dict[str, SavedTable]) -> Ruleset:
             continue
         ours = [c for c in st.chains if names.is_ours(c)]
         chains = tuple(Chain(c, tuple(Rule(c, r.args) for r in st.rules_of(c))) for c in ours)
-        jumps = tuple(Rule(r.chain, r.args) for r in st.rules
-                      if not names.is_ours(r.chain) and names.is_ours(r.target or ""))
+        jumps, buried, position = [], [], {}
+        for r in st.rules:
+            i = position[r.chain] = position.get(r.chain, -1) + 1      # index in its chain
+            if not names.is_ours(r.chain) and names.is_ours(r.target or ""):
+                jumps.append(Rule(r.chain, r.args))
+                if i > 0:
+                    buried.append(jumps[-1])
         if chains or jumps:
-            tables.append(Table(name, chains, jumps))
+            tables.append(Table(name, chains, tuple(jumps), tuple(buried)))
     return Ruleset(family, tuple(tables))
 
 
@@ -67,12 +78,14 @@ def _table_changes(name: str, want: Table | None, have: Table | None) -> TableCh
     delete = tuple(n for n in have_chains if n not in want_chains)
     want_jumps = list(want.jumps if want else ())
     have_jumps = list(have.jumps if have else ())
-    add = tuple(j for j in want_jumps if j not in have_jumps)
+    buried = list(have.buried if have else ())
+    # A wanted jump that is present but not first is deleted and inserted again at the top.
+    add = tuple(j for j in want_jumps if j not in have_jumps or j in buried)
     # Everything observed beyond one copy of each wanted jump goes (stale targets, duplicates).
     remaining = list(want_jumps)
     dels = []
     for j in have_jumps:
-        if j in remaining:
+        if j in remaining and j not in buried:
             remaining.remove(j)
         else:
             dels.append(j)

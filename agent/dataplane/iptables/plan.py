@@ -2,10 +2,11 @@
 
 No subprocess, no files. Layout (kube-proxy's, with weights):
 
-    nat    PREROUTING, OUTPUT -> KS-SERVICES
+    nat    PREROUTING, OUTPUT -> KS-SERVICES        (every jump is the first rule of its built-in chain)
            KS-SERVICES: -d CLUSTERIP -p tcp --dport PORT -> KS-SVC-<hash>     (one rule per split port)
            KS-SVC-<hash>: rule i `-m statistic --probability p_i -j DNAT --to-destination IP:PORT`,
                           last unconditional                                   (one rule per endpoint)
+           POSTROUTING -> KS-POSTROUTING: masquerade hairpin connections only      (see `hairpin`)
     filter INPUT, FORWARD, OUTPUT -> KS-REJECT
            KS-REJECT: -d CLUSTERIP -p tcp --dport PORT -j REJECT --reject-with tcp-reset
 
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from agent.dataplane.iptables import comments, names, probability
+from agent.dataplane.iptables import comments, hairpin, names, probability
 from agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
 from agent.iptables.exec import Family
 from agent.model.resolved import SplitPort
@@ -42,15 +44,6 @@ def family_of(sp: SplitPort) -> Family:
 
 def _order(sp: SplitPort) -> tuple:
     return (ipaddress.ip_address(sp.cluster_ip), sp.port, sp.protocol)
-
-
-def _select(split_ports: Iterable[SplitPort], family: Family) -> list[SplitPort]:
-    """This family's split ports, one per (ip, port, protocol), in a stable order."""
-    chosen: dict[tuple, SplitPort] = {}
-    for sp in split_ports:
-        if family_of(sp) is family:
-            chosen.setdefault(sp.key, sp)
-    return sorted(chosen.values(), key=_order)
 
 
 def _match(sp: SplitPort) -> tuple[str, ...]:
@@ -95,21 +88,53 @@ def _jumps(hooks: Sequence[str], target: str, purpose: str) -> tuple[Rule, ...]:
     return tuple(Rule(h, args) for h in hooks)
 
 
-def plan(split_ports: Iterable[SplitPort], family: Family = Family.V4) -> Ruleset:
-    """The complete set of our chains and jumps for one address family. Pure."""
-    ports = _select(split_ports, family)
-    served = [sp for sp in ports if not sp.refuse]
-    refused = [sp for sp in ports if sp.refuse]
+@dataclass(frozen=True)
+class PortPlan:
+    """Everything one split port contributes to the ruleset. Depends on that split port alone, so
+    the dataplane caches it per SplitPort: a sync with one changed split plans one split port."""
+    key: tuple[str, int, str]           # SplitPort.key
+    family: Family
+    order: tuple                        # sort key: (ip address, port, protocol)
+    refuse: bool
+    entry: Rule                         # KS-SERVICES rule (served) or KS-REJECT rule (refused)
+    chain: Chain | None                 # its KS-SVC chain (served only)
+    hairpin: tuple[Rule, ...]           # KS-POSTROUTING rules for its endpoint IPs
+
+
+def port_plan(sp: SplitPort) -> PortPlan:
+    """The rules of one split port. Pure."""
+    if sp.refuse:
+        entry = _entry(names.REJECT, sp, _backends(sp), ("-j", "REJECT", "--reject-with", "tcp-reset"))
+        return PortPlan(sp.key, family_of(sp), _order(sp), True, entry, None, ())
+    entry = _entry(names.SERVICES, sp, [], ("-j", names.svc_chain(sp)))
+    return PortPlan(sp.key, family_of(sp), _order(sp), False, entry, _service_chain(sp),
+                    hairpin.endpoint_rules(sp))
+
+
+def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Ruleset:
+    """The complete set of our chains and jumps for one address family, from per-split-port plans
+    (the first plan per (ip, port, protocol) wins). Pure."""
+    chosen: dict[tuple, PortPlan] = {}
+    for pp in port_plans:
+        if pp.family is family:
+            chosen.setdefault(pp.key, pp)
+    ports = sorted(chosen.values(), key=lambda pp: pp.order)
+    served = [pp for pp in ports if not pp.refuse]
+    refused = [pp for pp in ports if pp.refuse]
     tables = []
     if served:
-        top = Chain(names.SERVICES, tuple(_entry(names.SERVICES, sp, [], ("-j", names.svc_chain(sp)))
-                                          for sp in served))
-        chains = [top, *(_service_chain(sp) for sp in served)]
-        tables.append(Table("nat", tuple(chains),
-                            _jumps(NAT_HOOKS, names.SERVICES, "split service connections")))
+        top = Chain(names.SERVICES, tuple(pp.entry for pp in served))
+        chains = [top, *(pp.chain for pp in served), hairpin.chain(pp.hairpin for pp in served)]
+        jumps = (*_jumps(NAT_HOOKS, names.SERVICES, "split service connections"),
+                 *_jumps(("POSTROUTING",), names.HAIRPIN, "masquerade split connections DNATed to their source"))
+        tables.append(Table("nat", tuple(chains), jumps))
     if refused:
-        reject = Chain(names.REJECT, tuple(
-            _entry(names.REJECT, sp, _backends(sp), ("-j", "REJECT", "--reject-with", "tcp-reset")) for sp in refused))
+        reject = Chain(names.REJECT, tuple(pp.entry for pp in refused))
         tables.append(Table("filter", (reject,),
                             _jumps(FILTER_HOOKS, names.REJECT, "refuse split services without endpoints")))
     return Ruleset(family, tuple(tables))
+
+
+def plan(split_ports: Iterable[SplitPort], family: Family = Family.V4) -> Ruleset:
+    """The complete set of our chains and jumps for one address family. Pure."""
+    return assemble((port_plan(sp) for sp in split_ports if family_of(sp) is family), family)

@@ -2,8 +2,8 @@
 
 With --noflush, declaring `:CHAIN - [0:0]` creates the chain or flushes it if it exists, so a
 rewritten chain is replaced whole inside the same commit. Order inside a table: declare every chain
-we write or delete, fill the written ones, add/delete jumps, then `-X` the deleted chains (their
-referrers were flushed or deleted above in the same transaction).
+we write or delete, fill the written ones, delete jumps, insert jumps at position 1 (`-I CHAIN 1`),
+then `-X` the deleted chains (their referrers were flushed or deleted above in the same transaction).
 
 With `counts` (see `carry`), rules of rewritten chains that stand for the same thing as a replaced
 rule start with its `[pkts:bytes]`; such text must be applied with `iptables-restore --counters`.
@@ -23,8 +23,8 @@ def _quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _line(op: str, rule: Rule) -> str:
-    return " ".join([op, rule.chain, *(_quote(a) for a in rule.args)])
+def _line(op: str, rule: Rule, *position: str) -> str:
+    return " ".join([op, rule.chain, *position, *(_quote(a) for a in rule.args)])
 
 
 def _filled(table: str, rule: Rule, counts: Mapping) -> str:
@@ -44,7 +44,9 @@ def render_changes(changes: Changes, counts: carry.Counts | None = None) -> str:
         for c in t.write:
             out += [_filled(t.name, r, counts or {}) for r in c.rules]
         out += [_line("-D", r) for r in t.del_jumps]
-        out += [_line("-A", r) for r in t.add_jumps]
+        # At the top: a foreign rule earlier in the built-in chain (kube-proxy's KUBE-SERVICES,
+        # an ACCEPT in FORWARD) must not decide before our split does (see `diff`).
+        out += [_line("-I", r, "1") for r in t.add_jumps]
         out += [f"-X {name}" for name in t.delete]
         out.append("COMMIT")
     return "\n".join(out) + "\n" if out else ""

@@ -39,6 +39,10 @@ class Table:
     name: str
     chains: tuple[Chain, ...]
     jumps: tuple[Rule, ...]          # rules in built-in chains (OUTPUT, PREROUTING, ...)
+    # Observed state only: jumps of ours that are present but not the first rule of their built-in
+    # chain (someone, e.g. a restarted kube-proxy, inserted a rule above them). Planned jumps are
+    # always first.
+    buried: tuple[Rule, ...] = ()
 
     @cached_property
     def _by_name(self) -> dict[str, Chain]:
