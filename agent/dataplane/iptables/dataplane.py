@@ -19,7 +19,7 @@ from agent.dataplane.base import ObservedSplit, SyncResult
 from agent.dataplane.iptables import carry, comments, names
 from agent.dataplane.iptables.diff import Changes, diff, owned
 from agent.dataplane.iptables.observe import observe_tables
-from agent.dataplane.iptables.plan import plan
+from agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
 from agent.dataplane.iptables.render import render_changes
 from agent.dataplane.iptables.ruleset import Ruleset
 from agent.iptables import exec as ipt
@@ -71,6 +71,9 @@ class IptablesDataplane:
         # What the kernel holds after our last successful sync, per family: lets a sync that is
         # not `full` skip reading the kernel. Dropped whenever a write fails.
         self._known: dict[Family, Ruleset] = {}
+        # split port key -> (the SplitPort, its plan): a sync re-plans only split ports that are
+        # new or changed (planning is ~60 µs per split port: 0.6 s at 10,000).
+        self._plan_cache: dict[tuple, tuple[SplitPort, PortPlan]] = {}
 
     # -- backend -------------------------------------------------------------------------------
 
@@ -123,8 +126,9 @@ class IptablesDataplane:
         endpoint); rules that disappear (endpoint removed, weight 0) take theirs with them.
         """
         written = removed = unchanged = 0
+        plans = self._port_plans(desired)
         for fam in FAMILIES:
-            want = plan(desired, fam)
+            want = assemble(plans, fam)
             have, saved = (None, None) if full else (self._known.get(fam), None)
             if have is None:
                 saved = self._saved(fam)
@@ -135,9 +139,31 @@ class IptablesDataplane:
                                         f"{self.netns or '(current)'}, but {fam.value} splits are configured")
                 continue
             changes = self._apply(fam, want, have, saved)
+            self._report_buried(fam, have)
             w, r, u = self._count(want, have, changes)
             written, removed, unchanged = written + w, removed + r, unchanged + u
         return SyncResult(written=written, removed=removed, unchanged=unchanged)
+
+    def _port_plans(self, desired: Sequence[SplitPort]) -> list[PortPlan]:
+        """Per-split-port plans, reused for the same SplitPort or an equal one (comparing is cheap,
+        hashing a SplitPort with all its Fractions is not), so the cache is keyed by identity."""
+        cache, fresh = self._plan_cache, {}
+        out = []
+        for sp in desired:
+            hit = cache.get(sp.key)
+            if hit is None or not (hit[0] is sp or hit[0] == sp):
+                hit = (sp, port_plan(sp))
+            fresh.setdefault(sp.key, hit)
+            out.append(hit[1])
+        self._plan_cache = fresh
+        return out
+
+    def _report_buried(self, fam: Family, have: Ruleset) -> None:
+        for table in have.tables:
+            for jump in table.buried:
+                log.warning("drift repaired: our jump to %s was not the first rule of %s %s %s (a rule "
+                            "was inserted above it); moving it back to position 1", jump.target,
+                            fam.value, table.name, jump.chain)
 
     def _counts_for(self, fam: Family, changes: Changes, have: Ruleset,
                     saved: dict[str, SavedTable] | None) -> carry.Counts:
