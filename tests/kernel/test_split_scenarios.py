@@ -181,3 +181,15 @@ def test_bad_edit_keeps_the_previous_split(lab):
     report = lab.load(STAT_CONNECTIONS)
     assert failures(report) == {}
     assert_shares(by_backend(report), {"my-app-v1": 900, "my-app-v2": 100})
+
+
+def test_backend_pod_reaches_its_own_root_service(lab):
+    """Hairpin: a backend pod connecting to its own root service is sometimes sent to itself.
+    On iptables the node DNATs it back to the pod (and must masquerade that case); on eBPF the
+    pod's own connect is rewritten (only the proxy uid's connects are split there, so the load
+    runs as that uid)."""
+    apply_split(lab, (("my-app-v1", "900m"), ("my-app-v2", "100m")))
+    uid = PROXY_UID if lab.dataplane == "ebpf" else None
+    report = lab.load(300, pod="my-app-v1-0", uid=uid)
+    assert failures(report) == {}, report
+    assert report["pods"].get("my-app-v1-0", 0) > 0, report      # it did land on itself
