@@ -63,7 +63,7 @@ def _listener(ns: str):
 
 def measure(dp, ns: str, cgroup: str = "", n: int = 2000) -> dict[str, float]:
     """Median µs per connect()+close(), direct and through the split (one endpoint, share 1)."""
-    sp = split_port(1, v2=0)
+    sp = split_port(1, v2=0, backend_ip=BACKEND_IP)
     dp.sync([sp], full=True)
     with _listener(ns):
         out = subprocess.run([sys.executable, "-c", CHILD, cgroup, f"/var/run/netns/{ns}", sp.cluster_ip,

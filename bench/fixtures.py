@@ -14,11 +14,13 @@ from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndp
 BACKEND_IP = "10.1.0.1"      # lives on the bench netns' loopback; every split points at it
 
 
-def split_port(i: int, v2: Fraction = Fraction(1, 10)) -> SplitPort:
-    """Split port number i: the seed scenario (v1 90 %, v2 10 %) on its own ClusterIP."""
+def split_port(i: int, v2: Fraction = Fraction(1, 10), backend_ip: str | None = None) -> SplitPort:
+    """Split port number i: the seed scenario (v1 90 %, v2 10 %) on its own ClusterIP, with endpoints
+    on their own pod IPs (as at scale: per-endpoint state like hairpin rules is exercised), or all
+    on `backend_ip` (to make real connections)."""
     vip = f"10.{100 + i // 65536}.{i // 256 % 256}.{i % 256}"
     shares = {"app-v1": 1 - v2, "app-v2": v2}
-    eps = tuple(WeightedEndpoint(b, Endpoint(BACKEND_IP, 8080 + j), s)
+    eps = tuple(WeightedEndpoint(b, Endpoint(backend_ip or f"10.{200 + j}.{i // 256 % 256}.{i % 256}", 8080 + j), s)
                 for j, (b, s) in enumerate(shares.items()) if s)
     backends = tuple(BackendShare(b, int(s * 1000), s, True) for b, s in shares.items())
     return SplitPort("bench", f"app{i}", f"app{i}-split", "TrafficSplit", vip, 80, "http", "TCP", eps, backends)
