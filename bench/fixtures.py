@@ -72,14 +72,16 @@ def cgroup() -> Iterator[Path]:
 
 @contextlib.contextmanager
 def dataplane(name: str, ns: str) -> Iterator[object]:
-    """A dataplane aimed at bench-owned targets only; everything of ours removed afterwards."""
+    """A dataplane aimed at bench-owned targets only; everything of ours removed afterwards.
+    `name` is ebpf, iptables (backend chosen as the agent would: nft in a fresh namespace), or
+    iptables-legacy / iptables-nft."""
     from agent.dataplane import make_dataplane
     with contextlib.ExitStack() as stack:
         if name == "ebpf":
             cg = stack.enter_context(cgroup())
             dp = make_dataplane("ebpf", cgroup=str(cg), bpffs=f"/sys/fs/bpf/{cg.name}")
         else:
-            dp = make_dataplane("iptables", netns=ns, mode="auto")
+            dp = make_dataplane("iptables", netns=ns, mode=name.partition("-")[2] or "auto")
         try:
             yield dp
         finally:

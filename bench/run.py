@@ -4,8 +4,8 @@ Every benchmark works in its own throwaway network namespace (and cgroup and bpf
 eBPF) and removes them afterwards. Results: a table on stdout and bench/results/latest.json.
 
   proxy-init   apply the default ruleset in a fresh netns: the whole CLI process, and the apply
-  <dataplane>  full sync of N split ports; one weight change with N installed; a no-op full resync;
-               connect()+close() through a split vs straight to the backend
+  <dataplane>  full sync of N split ports; one weight change with N installed (median of 7); a no-op
+               full resync; connect()+close() through a split vs straight to the backend (median)
 """
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ import fixtures  # noqa: E402
 from connect_cost import measure as connect_cost  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
+# iptables: the backend the agent would pick in a fresh namespace (nft where it works).
+DATAPLANES = ("iptables", "iptables-legacy", "ebpf")
+CHANGES = 7          # weight changes timed per size (median reported)
 
 
 def timed(fn) -> float:
@@ -58,14 +61,24 @@ def bench_dataplane(name: str, sizes: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
     for n in sizes:
         desired = fixtures.split_ports(n)
-        changed = list(desired)
-        changed[n // 2] = fixtures.split_port(n // 2, v2=Fraction(1, 2))
+        # One split port's canary weight moves 10 % -> 50 % -> 10 % ...: each sync changes one split.
+        steps = []
+        for k in range(CHANGES):
+            step = list(desired)
+            step[n // 2] = fixtures.split_port(n // 2, v2=Fraction(1, 2) if k % 2 == 0 else Fraction(1, 10))
+            steps.append(step)
         with fixtures.netns() as ns, fixtures.dataplane(name, ns) as dp:
             out[f"{name}: full sync, {n} split ports (s)"] = timed(lambda: dp.sync(desired, full=True))
-            out[f"{name}: one weight change, {n} installed: sync() (s)"] = timed(lambda: dp.sync(changed))
+            if getattr(dp, "compile_seconds", None):
+                out[f"{name}: full sync, {n} split ports: of which BCC compile + load (s)"] = dp.compile_seconds
+            syncs, writes = [], []
+            for step in steps:
+                syncs.append(timed(lambda: dp.sync(step)))
+                writes.append(getattr(dp, "last_write_seconds", 0.0))
+            out[f"{name}: one weight change, {n} installed: sync() (s)"] = statistics.median(syncs)
             if name == "ebpf":
-                out[f"{name}: one weight change, {n} installed: map writes (s)"] = dp.last_write_seconds
-            out[f"{name}: no-op full resync, {n} installed (s)"] = timed(lambda: dp.sync(changed, full=True))
+                out[f"{name}: one weight change, {n} installed: map writes (s)"] = statistics.median(writes)
+            out[f"{name}: no-op full resync, {n} installed (s)"] = timed(lambda: dp.sync(steps[-1], full=True))
     with fixtures.netns() as ns, fixtures.dataplane(name, ns) as dp:
         cost = connect_cost(dp, ns, cgroup=str(getattr(dp, "cgroup", "") or ""))
     out[f"{name}: connect()+close() direct to backend (µs)"] = cost["direct"]
@@ -77,16 +90,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000", help="split-port counts, comma separated")
     ap.add_argument("--repeat", type=int, default=10, help="proxy-init repetitions (median)")
-    ap.add_argument("--only", choices=["proxy-init", "iptables", "ebpf"], action="append")
+    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft"], action="append")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("benchmarks need root (they create network namespaces and cgroups)")
     sizes = [int(s) for s in args.sizes.split(",")]
-    only = args.only or ["proxy-init", "iptables", "ebpf"]
+    only = args.only or ["proxy-init", *DATAPLANES]
     results: dict[str, float] = {}
     if "proxy-init" in only:
         results.update(bench_proxy_init(args.repeat))
-    for name in ("iptables", "ebpf"):
+    for name in (*DATAPLANES, "iptables-nft"):
         if name in only:
             results.update(bench_dataplane(name, sizes))
     width = max(map(len, results))
