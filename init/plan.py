@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from agent.iptables.rule import Rule, restore_line
 from agent.iptables.saved import SavedTable
 from init.config import InitConfig, IpNetwork, PortRange
 
@@ -32,19 +33,6 @@ OUTPUT_CHAIN = "KS-PROXY-INIT-OUTPUT"         # outbound, jumped to from OUTPUT
 COMMENT_PREFIX = "kernsplit/proxy-init: "
 MULTIPORT_SLOTS = 15                          # xt_multiport's limit per rule; a range takes two
 BUILTIN_TARGETS = frozenset({"RETURN", "REDIRECT", "ACCEPT", "DROP", "DNAT", "SNAT", "MASQUERADE"})
-
-
-@dataclass(frozen=True)
-class Rule:
-    chain: str
-    args: tuple[str, ...]        # everything after `-A CHAIN`, as iptables-save prints it
-
-    @property
-    def target(self) -> str | None:
-        for flag, value in zip(self.args, self.args[1:]):
-            if flag in ("-j", "-g"):
-                return value
-        return None
 
 
 @dataclass(frozen=True)
@@ -156,17 +144,6 @@ def ruleset_from_observed(observed: SavedTable | None) -> Ruleset | None:
     return Ruleset(chains=chains, jumps=tuple(_observed_jumps(observed)))
 
 
-def _quote(arg: str) -> str:
-    """Quote one argument the way iptables-restore reads it (double quotes only)."""
-    if arg and not any(ch.isspace() or ch in '"\'\\#' for ch in arg):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(op: str, rule: Rule) -> str:
-    return " ".join([op, rule.chain, *(_quote(a) for a in rule.args)])
-
-
 def is_up_to_date(desired: Ruleset, observed: SavedTable | None) -> bool:
     if observed is None:
         return False
@@ -211,10 +188,10 @@ def reconcile(desired: Ruleset | None, observed: SavedTable | None) -> str | Non
 
     lines = [f"*{TABLE}"]
     lines += [f":{name} - [0:0]" for name in (*wanted_chains, *stale)]
-    lines += [_line("-D", j) for j in deletes]
+    lines += [restore_line("-D", j) for j in deletes]
     if desired is not None:
-        lines += [_line("-A", r) for _, rules in desired.chains for r in rules]
-        lines += [_line("-A", j) for j in desired.jumps if present[j] == 0]
+        lines += [restore_line("-A", r) for _, rules in desired.chains for r in rules]
+        lines += [restore_line("-A", j) for j in desired.jumps if present[j] == 0]
     lines += [f"-X {name}" for name in stale]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from agent.iptables.rule import target_of
+
 # iptables-save quotes only with double quotes (comments), escaping `"` and `\` inside; every
 # other word is plain. A C-level regex splits such lines ~10x faster than shlex, which matters at
 # tens of thousands of rules.
@@ -41,11 +43,7 @@ class SavedRule:
 
     @property
     def target(self) -> str | None:
-        args = self.args
-        for i, a in enumerate(args[:-1]):
-            if a in ("-j", "-g"):
-                return args[i + 1]
-        return None
+        return target_of(self.args)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.iptables.rule import restore_line
 from agent.iptables.saved import parse_save
 from init import plan
 from init.config import build_config, parse_ports
@@ -113,7 +114,7 @@ def _as_saved(desired: plan.Ruleset, extra: str = "") -> str:
     head, _, _ = FOREIGN.rpartition("COMMIT")
     lines = [head.rstrip("\n")]
     lines += [f":{c} - [0:0]" for c in desired.chain_names]
-    lines += [plan._line("-A", r) for r in (*desired.jumps, *desired.all_rules()[:-len(desired.jumps)])]
+    lines += [restore_line("-A", r) for r in (*desired.jumps, *desired.all_rules()[:-len(desired.jumps)])]
     lines += [extra] if extra else []
     return "\n".join(lines) + "\nCOMMIT\n"
 
@@ -137,7 +138,7 @@ def test_reconcile_converges_without_re_adding_present_jumps():
 def test_reconcile_removes_duplicate_and_stale_jumps_and_chains():
     desired = plan.desired_ruleset(build_config(), 4)
     extra = "\n".join([
-        plan._line("-A", desired.jumps[1]),                             # duplicate jump
+        restore_line("-A", desired.jumps[1]),                           # duplicate jump
         "-A OUTPUT -p tcp -j KS-PROXY-INIT-OUTPUT",                     # old jump shape
         ":KS-PROXY-INIT-OLD - [0:0]",
         "-A PREROUTING -j KS-PROXY-INIT-OLD",

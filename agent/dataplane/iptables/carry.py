@@ -23,15 +23,12 @@ from collections.abc import Iterable, Mapping
 from agent.dataplane.iptables import comments, names
 from agent.dataplane.iptables.diff import Changes
 from agent.dataplane.iptables.ruleset import Ruleset
+from agent.iptables.rule import target_of
 from agent.iptables.saved import SavedTable, split_words
 
 Key = tuple[str, ...]
 Place = tuple[str, str]                         # (table, chain)
 Counts = Mapping[tuple[str, str, Key], tuple[int, int]]   # (table, chain, key) -> (packets, bytes)
-
-
-def _target(args: tuple[str, ...]) -> str | None:
-    return next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-j", "-g")), None)
 
 
 def rule_key(args: Iterable[str]) -> Key | None:
@@ -44,7 +41,7 @@ def rule_key(args: Iterable[str]) -> Key | None:
     for m in metas:
         if "root" in m and "ip" in m:
             return ("root", m["ip"], m.get("port", ""))
-    if metas and _target(args) is None:
+    if metas and target_of(args) is None:
         return ("metadata",)
     return None
 

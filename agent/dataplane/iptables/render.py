@@ -15,20 +15,11 @@ from collections.abc import Mapping
 from agent.dataplane.iptables import carry
 from agent.dataplane.iptables.diff import Changes, diff
 from agent.dataplane.iptables.ruleset import Rule, Ruleset
-
-
-def _quote(arg: str) -> str:
-    if arg and not any(ch.isspace() or ch in "\"'\\" for ch in arg):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(op: str, rule: Rule, *position: str) -> str:
-    return " ".join([op, rule.chain, *position, *(_quote(a) for a in rule.args)])
+from agent.iptables.rule import restore_line
 
 
 def _filled(table: str, rule: Rule, counts: Mapping) -> str:
-    line = _line("-A", rule)
+    line = restore_line("-A", rule)
     if not counts:
         return line
     found = counts.get((table, rule.chain, carry.rule_key(rule.args)))
@@ -43,10 +34,10 @@ def render_changes(changes: Changes, counts: carry.Counts | None = None) -> str:
         out += [f":{name} - [0:0]" for name in t.delete]
         for c in t.write:
             out += [_filled(t.name, r, counts or {}) for r in c.rules]
-        out += [_line("-D", r) for r in t.del_jumps]
+        out += [restore_line("-D", r) for r in t.del_jumps]
         # At the top: a foreign rule earlier in the built-in chain (kube-proxy's KUBE-SERVICES,
         # an ACCEPT in FORWARD) must not decide before our split does (see `diff`).
-        out += [_line("-I", r, "1") for r in t.add_jumps]
+        out += [restore_line("-I", r, "1") for r in t.add_jumps]
         out += [f"-X {name}" for name in t.delete]
         out.append("COMMIT")
     return "\n".join(out) + "\n" if out else ""

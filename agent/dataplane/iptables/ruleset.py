@@ -1,7 +1,7 @@
 """The iptables plan as frozen data: tables of our chains, plus the jumps into them.
 
-A rule is its argument vector after `-A CHAIN` (already split, never a shell string), so a planned
-rule and a rule read back with `agent.iptables.saved.parse_save` compare as plain tuples.
+Rules are `agent.iptables.rule.Rule`: argument vectors that compare equal to rules read back with
+`agent.iptables.saved.parse_save`.
 """
 from __future__ import annotations
 
@@ -9,22 +9,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from agent.iptables.exec import Family
+from agent.iptables.rule import Rule
 
-PREFIX = "KS-"
-OWNER = "kernsplit"
-
-
-@dataclass(frozen=True)
-class Rule:
-    chain: str
-    args: tuple[str, ...]
-
-    @property
-    def target(self) -> str | None:
-        for i, a in enumerate(self.args[:-1]):
-            if a in ("-j", "-g"):
-                return self.args[i + 1]
-        return None
+__all__ = ["Rule", "Chain", "Table", "Ruleset"]
 
 
 @dataclass(frozen=True)
