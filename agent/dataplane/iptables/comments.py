@@ -13,7 +13,6 @@ comment is `kernsplit` followed by key=value words.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from fractions import Fraction
 
 from agent.model.resolved import BackendShare, SplitPort, WeightedEndpoint
 
@@ -61,10 +60,3 @@ def all_comments(args: Iterable[str]) -> list[str]:
     args = list(args)
     return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--comment"]
 
-
-def is_ours(comment: str | None) -> bool:
-    return bool(comment) and comment.split(":", 1)[0].split()[0] == OWNER
-
-
-def parse_share(text: str) -> Fraction:
-    return Fraction(text)

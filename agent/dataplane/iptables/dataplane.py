@@ -24,6 +24,7 @@ from agent.dataplane.iptables.render import render_changes
 from agent.dataplane.iptables.ruleset import Ruleset
 from agent.iptables import exec as ipt
 from agent.iptables.exec import Backend, Family, IptablesError
+from agent.iptables.rule import target_of
 from agent.iptables.saved import SavedTable, parse_save
 from agent.model.resolved import SplitPort
 
@@ -52,11 +53,6 @@ def _entry_keys(rs: Ruleset) -> dict[tuple[str, int], tuple[str, ...]]:
                 if meta:
                     keys[(meta.get("ip", ""), int(meta.get("port", 0)))] = rule.args
     return keys
-
-
-def _chains_of(top_args: tuple[str, ...]) -> set[str]:
-    """The SVC chain an entry rule jumps to (it holds the split port's DNAT rules)."""
-    return {top_args[top_args.index("-j") + 1]} if "-j" in top_args else set()
 
 
 class IptablesDataplane:
@@ -216,7 +212,8 @@ class IptablesDataplane:
         rewritten = changes.written()
         written = unchanged = 0
         for key, args in want_keys.items():
-            if have_keys.get(key) == args and not (_chains_of(args) & rewritten):
+            # an entry rule's target is its SVC chain, which holds the split port's DNAT rules
+            if have_keys.get(key) == args and target_of(args) not in rewritten:
                 unchanged += 1
             else:
                 written += 1

@@ -13,7 +13,6 @@ from agent.model.resolved import SplitPort
 SERVICES = "KS-SERVICES"     # nat: one rule per split port -> its KS-SVC chain
 REJECT = "KS-REJECT"         # filter: one REJECT rule per split port that must refuse
 HAIRPIN = "KS-POSTROUTING"   # nat: masquerade connections DNATed back to their own source (hairpin)
-MAX_CHAIN = 28
 LEGACY_SEP = "KS-SEP-"       # per-endpoint chains of the earlier layout: never created any more
 
 
