@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+from agent import mounts
 from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 BACKEND_IP = "10.1.0.1"      # lives on the bench netns' loopback; every split points at it
@@ -51,11 +52,10 @@ def netns() -> Iterator[str]:
 
 
 def cgroup2_mount() -> Path:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[2] == "cgroup2":
-            return Path(fields[1])
-    raise SystemExit("no cgroup2 mount: the eBPF benchmarks need cgroup v2")
+    found = mounts.find("cgroup2")
+    if found is None:
+        raise SystemExit("no cgroup2 mount: the eBPF benchmarks need cgroup v2")
+    return found
 
 
 @contextlib.contextmanager

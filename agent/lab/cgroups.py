@@ -3,26 +3,14 @@ attaches there, never to the root cgroup)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
-_FALLBACK_MOUNT = Path("/sys/fs/cgroup/unified")
-
-
-def cgroup2_mount() -> Path:
-    """Where cgroup2 is mounted (hybrid hosts: /sys/fs/cgroup/unified); mount one if none."""
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == "cgroup2":
-            return Path(fields[1])
-    _FALLBACK_MOUNT.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "cgroup2", "none", str(_FALLBACK_MOUNT)], check=True)
-    return _FALLBACK_MOUNT
+from agent import mounts
 
 
 def lab_cgroup(prefix: str) -> Path:
-    return cgroup2_mount() / prefix
+    return mounts.cgroup2() / prefix
 
 
 def create(path: Path) -> None:

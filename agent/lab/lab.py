@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import mounts
 from agent.lab import cgroups, procs, state, topology
 from agent.lab.manifests import SERVICES_FILE, SPLIT_FILE, render_services, write_atomic
 from agent.lab.plan import PREFIX_RE, PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab
 
-BPFFS_ROOT = Path("/sys/fs/bpf")
+BPFFS_ROOT = mounts.BPFFS
 DATAPLANES = ("iptables", "ebpf")
 READY_TIMEOUT = 15.0
 
@@ -38,15 +39,6 @@ def program(name: str) -> str:
     if found is None:
         raise LabError(f"{name} not found beside {sys.executable} nor on PATH: run `make install`")
     return found
-
-
-def ensure_bpffs() -> None:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == "bpf" and fields[1] == str(BPFFS_ROOT):
-            return
-    BPFFS_ROOT.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS_ROOT)], check=True)
 
 
 @dataclass
@@ -120,8 +112,8 @@ class Lab:
         for pod in self.plan.pods:
             cgroups.create(self.cgroup / pod.cgroup)
         cgroups.create(self.cgroup / "agent")
-        if self.bpffs is not None:
-            ensure_bpffs()
+        if self.bpffs is not None and not mounts.ensure_bpffs(self.bpffs):
+            raise LabError(f"{self.bpffs}: not on a bpf filesystem")
         topology.build(self.plan)
 
     def _start(self, key: str, pod: str, argv: Sequence[str], uid: int | None = None) -> None:
@@ -265,7 +257,7 @@ def leftover_prefixes() -> list[str]:
     """Labs that exist in any form: state dirs, namespaces, cgroups or pins named ksl<hex>."""
     found = set(state.known_prefixes())
     found |= {n.split("-", 1)[0] for n in topology.lab_netns("ksl")}
-    for parent in (cgroups.cgroup2_mount(), BPFFS_ROOT):
+    for parent in (mounts.cgroup2(), BPFFS_ROOT):
         if parent.is_dir():
             found |= {p.name for p in parent.iterdir()}
     return sorted(p for p in found if PREFIX_RE.match(p))

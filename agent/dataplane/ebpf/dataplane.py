@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from agent import mounts
 from agent.dataplane.base import ObservedBackend, ObservedSplit, SyncResult
 from agent.dataplane.ebpf import loader, plan, schema
 from agent.dataplane.ebpf.maps import KernelMaps, installed_schema
@@ -164,7 +165,7 @@ class EbpfDataplane:
         try:
             if maps.config() != self.config:   # before attaching: the uid filter holds at once
                 maps.write_config(self.config)
-            self.links_created = loader.attach(self.pins, self.cgroup or loader.cgroup2_root())
+            self.links_created = loader.attach(self.pins, self.cgroup or mounts.cgroup2())
         except BaseException:
             maps.close()
             raise

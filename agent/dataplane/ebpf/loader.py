@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import mounts
 from agent.dataplane.ebpf import bpfsys
 
 BPF_SRC = Path(__file__).resolve().parents[3] / "bpf"
@@ -31,7 +31,6 @@ PROGRAMS = {
     "sock6_getpeername": 30,   # BPF_CGROUP_INET6_GETPEERNAME
 }
 BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
-BPFFS_MOUNT = Path("/sys/fs/bpf")
 
 
 class LoaderError(RuntimeError):
@@ -67,37 +66,10 @@ class Pins:
         return Pins(self.root / "staging")
 
 
-def _mounts() -> list[tuple[str, str]]:
-    out = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        out.append((fields[1], fields[2]))
-    return out
-
-
 def ensure_bpffs(root: Path) -> None:
     """bpffs must hold our pins; mount it at /sys/fs/bpf when nothing is mounted there."""
-    def on_bpffs() -> bool:
-        best = max((m for m in _mounts() if str(root).startswith(m[0].rstrip("/") + "/")),
-                   key=lambda m: len(m[0]), default=None)
-        return best is not None and best[1] == "bpf"
-    if on_bpffs():
-        return
-    if BPFFS_MOUNT in root.parents and not any(m[0] == str(BPFFS_MOUNT) and m[1] == "bpf" for m in _mounts()):
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS_MOUNT)], check=True)
-    if not on_bpffs():
+    if not mounts.ensure_bpffs(root):
         raise LoaderError(f"{root}: not on a bpf filesystem (mount -t bpf bpf {root.parent})")
-
-
-def cgroup2_root() -> Path:
-    """The host's cgroup v2 mount (unified or hybrid layout); mount one when there is none."""
-    for mountpoint, fstype in _mounts():
-        if fstype == "cgroup2":
-            return Path(mountpoint)
-    target = Path("/sys/fs/cgroup/unified")
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "cgroup2", "none", str(target)], check=True)
-    return target
 
 
 def compile_and_pin(pins: Pins) -> float:
@@ -231,5 +203,5 @@ def remove(pins: Pins) -> None:
         pins.root.rmdir()
 
 
-__all__ = ["Pins", "LoaderError", "ensure_bpffs", "cgroup2_root", "compile_and_pin", "attach",
+__all__ = ["Pins", "LoaderError", "ensure_bpffs", "compile_and_pin", "attach",
            "swap", "remove", "prog_id"]
