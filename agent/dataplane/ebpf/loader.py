@@ -30,7 +30,6 @@ PROGRAMS = {
     "sock4_getpeername": 29,   # BPF_CGROUP_INET4_GETPEERNAME
     "sock6_getpeername": 30,   # BPF_CGROUP_INET6_GETPEERNAME
 }
-BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
 
 
 class LoaderError(RuntimeError):
