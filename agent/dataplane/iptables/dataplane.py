@@ -75,11 +75,8 @@ class IptablesDataplane:
 
     def _ours_with(self, backend: Backend) -> bool:
         for fam in FAMILIES:
-            try:
-                rs = owned(fam, parse_save(ipt.save(self.netns, backend, fam)))
-            except IptablesError:
-                continue
-            if rs.tables:
+            rs = self._read(fam, backend)
+            if rs is not None and rs.tables:
                 return True
         return False
 
@@ -240,11 +237,9 @@ class IptablesDataplane:
         found: list[ObservedSplit] = []
         for backend in self._backends_to_scan():
             for fam in FAMILIES:
-                try:
-                    text = ipt.save(self.netns, backend, fam, counters=True)
-                except IptablesError:
-                    continue
-                found += observe_tables(parse_save(text))
+                saved = self._saved(fam, backend)
+                if saved is not None:
+                    found += observe_tables(saved)
             if found:   # one backend holds our rules; do not report a stale copy twice
                 break
         return found
