@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from agent import mounts
 from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 from agent.netns import entered
 from tests.conftest import unique_name
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
-CGROUP2 = Path("/sys/fs/cgroup/unified")
 
 # Runs in a child: join the cgroup, enter the netns, connect N times, report what it saw.
 CLIENT = r"""
@@ -64,7 +64,7 @@ def lab(netns):
     subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.2/32", "dev", "lo"], check=True)
     subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::1/128", "dev", "lo", "nodad"], check=True)
     subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"], check=True)
-    cgroup = CGROUP2 / unique_name("cg")
+    cgroup = mounts.cgroup2() / unique_name("cg")   # wherever this host mounts cgroup v2
     cgroup.mkdir()
     bpffs = Path("/sys/fs/bpf") / unique_name("bf")
     stop = threading.Event()
