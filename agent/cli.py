@@ -14,10 +14,10 @@ import click
 # name -> "module:attribute" of a click command, imported only when that command runs, so that
 # `kernsplit validate` does not pay for pyroute2 or BCC.
 _BUILTIN = {
-    "validate": "agent.commands.validate:validate",
-    "agent": "agent.commands.agent:agent",
-    "show": "agent.commands.show:show",
-    "lab": "agent.commands.lab:lab",
+    "validate": "kernsplit.agent.commands.validate:validate",
+    "agent": "kernsplit.agent.commands.agent:agent",
+    "show": "kernsplit.agent.commands.show:show",
+    "lab": "kernsplit.agent.commands.lab:lab",
 }
 
 

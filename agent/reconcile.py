@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.dataplane.base import Dataplane, SyncResult
-from agent.model import Config, SplitPort, load_config
-from agent.watch import Watcher
+from kernsplit.agent.dataplane.base import Dataplane, SyncResult
+from kernsplit.agent.model import Config, SplitPort, load_config
+from kernsplit.agent.watch import Watcher
 
 log = logging.getLogger("kernsplit.agent")
 

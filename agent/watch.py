@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from agent.model.documents import MANIFEST_SUFFIXES
+from kernsplit.agent.model.documents import MANIFEST_SUFFIXES
 
 Snapshot = frozenset[tuple[str, int, int, int]]
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from agent.netns import entered
+from kernsplit.agent.netns import entered
 
 from fixtures import BACKEND_IP, split_port
 

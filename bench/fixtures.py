@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from agent import mounts
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent import mounts
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 BACKEND_IP = "10.1.0.1"      # lives on the bench netns' loopback; every split points at it
 
@@ -75,7 +75,7 @@ def dataplane(name: str, ns: str) -> Iterator[object]:
     """A dataplane aimed at bench-owned targets only; everything of ours removed afterwards.
     `name` is ebpf, iptables (backend chosen as the agent would: nft in a fresh namespace), or
     iptables-legacy / iptables-nft."""
-    from agent.dataplane import make_dataplane
+    from kernsplit.agent.dataplane import make_dataplane
     with contextlib.ExitStack() as stack:
         if name == "ebpf":
             cg = stack.enter_context(cgroup())

@@ -41,9 +41,9 @@ def timed(fn) -> float:
 def bench_proxy_init(repeat: int) -> dict[str, float]:
     import logging
 
-    from agent.iptables.exec import Family
-    from init.apply import execute, make_plans
-    from init.config import build_config
+    from kernsplit.agent.iptables.exec import Family
+    from kernsplit.init.apply import execute, make_plans
+    from kernsplit.init.config import build_config
     log = logging.getLogger("bench")
     cli, apply = [], []
     for _ in range(repeat):

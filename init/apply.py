@@ -12,13 +12,13 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.iptables import exec as ipt
-from agent.iptables.exec import Backend, Family, IptablesError
-from agent.iptables.saved import SavedTable, parse_save
-from agent.netns import netns_path
-from init import plan
-from init.config import InitConfig
-from init.namespace import has_ipv6
+from kernsplit.agent.iptables import exec as ipt
+from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.saved import SavedTable, parse_save
+from kernsplit.agent.netns import netns_path
+from kernsplit.init import plan
+from kernsplit.init.config import InitConfig
+from kernsplit.init.namespace import has_ipv6
 
 VERSION = {Family.V4: 4, Family.V6: 6}
 

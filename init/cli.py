@@ -10,13 +10,13 @@ import sys
 
 import click
 
-from agent.commands.params import missing_netns
-from agent.iptables.exec import IptablesError
-from agent.logs import setup as setup_logging
-from init import apply
-from init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
-from init.namespace import set_close_wait_timeout
-from init.validate import validate
+from kernsplit.agent.commands.params import missing_netns
+from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.logs import setup as setup_logging
+from kernsplit.init import apply
+from kernsplit.init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
+from kernsplit.init.namespace import set_close_wait_timeout
+from kernsplit.init.validate import validate
 
 _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.netns import entered
+from kernsplit.agent.netns import entered
 
 CLOSE_WAIT_SYSCTL = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait")
 

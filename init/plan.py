@@ -22,9 +22,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.iptables.rule import Rule, restore_line
-from agent.iptables.saved import SavedTable
-from init.config import InitConfig, IpNetwork, PortRange
+from kernsplit.agent.iptables.rule import Rule, restore_line
+from kernsplit.agent.iptables.saved import SavedTable
+from kernsplit.init.config import InitConfig, IpNetwork, PortRange
 
 TABLE = "nat"
 CHAIN_PREFIX = "KS-PROXY-INIT-"

@@ -18,8 +18,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from agent.netns import entered
-from init.config import InitConfig
+from kernsplit.agent.netns import entered
+from kernsplit.init.config import InitConfig
 
 VALIDATION_ADDRESS = "192.0.2.1"
 SO_ORIGINAL_DST = 80          # linux/netfilter_ipv4.h

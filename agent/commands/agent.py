@@ -8,8 +8,8 @@ import threading
 
 import click
 
-from agent import logs
-from agent.commands.params import NETNS
+from kernsplit.agent import logs
+from kernsplit.agent.commands.params import NETNS
 
 log = logging.getLogger("kernsplit.agent")
 
@@ -61,8 +61,8 @@ def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resyn
         raise click.UsageError("--split-uid applies to --dataplane ebpf only (iptables splits on the "
                                "node, after the proxy)")
     # Imported here: the reconcile loop pulls in the model and (for ebpf) BCC only when needed.
-    from agent.dataplane import make_dataplane
-    from agent.reconcile import Reconciler, Timing
+    from kernsplit.agent.dataplane import make_dataplane
+    from kernsplit.agent.reconcile import Reconciler, Timing
 
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,

@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from agent.lab import state
-from agent.lab.lab import DATAPLANES, LabError, down, leftover_prefixes, open_lab, pod_exec_argv
-from agent.lab.manifests import SEED_WEIGHTS, SPLIT_FILE, render_split
-from agent.lab.observe import wait_applied
-from agent.lab.plan import check_prefix, new_prefix
+from kernsplit.agent.lab import state
+from kernsplit.agent.lab.lab import DATAPLANES, LabError, down, leftover_prefixes, open_lab, pod_exec_argv
+from kernsplit.agent.lab.manifests import SEED_WEIGHTS, SPLIT_FILE, render_split
+from kernsplit.agent.lab.observe import wait_applied
+from kernsplit.agent.lab.plan import check_prefix, new_prefix
 
 _dataplane = click.option("--dataplane", type=click.Choice(DATAPLANES), default="iptables",
                           show_default=True, help="how the node agent enforces splits")
@@ -72,7 +72,7 @@ def demo(dataplane: str, connections: int, keep: bool) -> None:
     """The seed scenario: 90/10 canary, then rollout to 0/100, observed for real."""
     _need_root()
     _sigterm_as_interrupt()
-    from agent.lab.demo import run_demo
+    from kernsplit.agent.lab.demo import run_demo
     try:
         run_demo(dataplane, connections, keep, click.echo)
     except LabError as exc:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from agent.netns import netns_path
+from kernsplit.agent.netns import netns_path
 
 
 class NetnsParam(click.ParamType):

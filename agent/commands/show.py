@@ -11,16 +11,16 @@ from fractions import Fraction
 
 import click
 
-from agent.commands.params import NETNS
-from agent.dataplane.base import ObservedSplit
+from kernsplit.agent.commands.params import NETNS
+from kernsplit.agent.dataplane.base import ObservedSplit
 
 BAR_WIDTH = 20
 
 
 def _dataplanes(choice: str, netns: str | None, bpffs: str | None) -> list:
     """Dataplanes to read: the one asked for, or (auto) every one that has objects installed."""
-    from agent.dataplane import make_dataplane
-    from agent.commands.agent import dataplane_options
+    from kernsplit.agent.dataplane import make_dataplane
+    from kernsplit.agent.commands.agent import dataplane_options
 
     names = ["iptables", "ebpf"] if choice == "auto" else [choice]
     found = []

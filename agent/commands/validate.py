@@ -9,8 +9,8 @@ import json
 
 import click
 
-from agent.model import Config, load_config
-from agent.model.resolved import SplitPort
+from kernsplit.agent.model import Config, load_config
+from kernsplit.agent.model.resolved import SplitPort
 
 
 def _plural(count: int, word: str) -> str:

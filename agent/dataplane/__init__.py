@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 
-from agent.dataplane.base import Dataplane
+from kernsplit.agent.dataplane.base import Dataplane
 
 # name -> "module:class"; imported on demand so the iptables path never loads BCC.
 DATAPLANES = {
-    "iptables": "agent.dataplane.iptables:IptablesDataplane",
-    "ebpf": "agent.dataplane.ebpf:EbpfDataplane",
+    "iptables": "kernsplit.agent.dataplane.iptables:IptablesDataplane",
+    "ebpf": "kernsplit.agent.dataplane.ebpf:EbpfDataplane",
 }
 
 

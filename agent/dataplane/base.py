@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
 
-from agent.model.resolved import SplitPort
+from kernsplit.agent.model.resolved import SplitPort
 
 
 @dataclass(frozen=True)

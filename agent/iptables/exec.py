@@ -10,7 +10,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-from agent.netns import wrap_command
+from kernsplit.agent.netns import wrap_command
 
 
 class Backend(str, enum.Enum):

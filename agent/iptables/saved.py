@@ -8,7 +8,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from agent.iptables.rule import target_of
+from kernsplit.agent.iptables.rule import target_of
 
 # iptables-save quotes only with double quotes (comments), escaping `"` and `\` inside; every
 # other word is plain. A C-level regex splits such lines ~10x faster than shlex, which matters at

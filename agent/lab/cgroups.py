@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from agent import mounts
+from kernsplit.agent import mounts
 
 
 def lab_cgroup(prefix: str) -> Path:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.lab.lab import Lab, down, open_lab
-from agent.lab.manifests import ROLLOUT_WEIGHTS, SEED_WEIGHTS, SPLIT_FILE, render_split
-from agent.lab.observe import wait_applied
-from agent.lab.plan import new_prefix
-from agent.lab.report import split_table
+from kernsplit.agent.lab.lab import Lab, down, open_lab
+from kernsplit.agent.lab.manifests import ROLLOUT_WEIGHTS, SEED_WEIGHTS, SPLIT_FILE, render_split
+from kernsplit.agent.lab.observe import wait_applied
+from kernsplit.agent.lab.plan import new_prefix
+from kernsplit.agent.lab.report import split_table
 
 Echo = Callable[[str], None]
 

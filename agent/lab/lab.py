@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent import mounts
-from agent.lab import cgroups, procs, state, topology
-from agent.lab.manifests import SERVICES_FILE, SPLIT_FILE, render_services, write_atomic
-from agent.lab.plan import PREFIX_RE, PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab
+from kernsplit.agent import mounts
+from kernsplit.agent.lab import cgroups, procs, state, topology
+from kernsplit.agent.lab.manifests import SERVICES_FILE, SPLIT_FILE, render_services, write_atomic
+from kernsplit.agent.lab.plan import PREFIX_RE, PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab
 
 BPFFS_ROOT = mounts.BPFFS
 DATAPLANES = ("iptables", "ebpf")
@@ -125,11 +125,11 @@ class Lab:
         for pod in self.plan.pods:
             if pod.app is not None:
                 self._start(pod.name, pod.name, procs.python_module(
-                    "agent.lab.podserver", "--version", pod.version, "--pod", pod.name,
+                    "kernsplit.agent.lab.podserver", "--version", pod.version, "--pod", pod.name,
                     "--port", str(SERVER_PORT)))
         # the proxy runs as the proxy uid: proxy-init's OUTPUT rules exempt it from redirection
         self._start("tproxy", self.plan.client.name,
-                    procs.python_module("agent.lab.tproxy", "--port", str(PROXY_OUT_PORT)),
+                    procs.python_module("kernsplit.agent.lab.tproxy", "--port", str(PROXY_OUT_PORT)),
                     uid=PROXY_UID)
 
     def _apply_proxy_init(self) -> None:
@@ -197,7 +197,7 @@ class Lab:
              pod: str = "client", uid: int | None = None, timeout: float = 120) -> dict:
         """Make `connections` new connections from a pod's application; returns the load
         program's report: {"outcomes": {...}, "pods": {...}, "versions": {...}, "seconds": s}."""
-        argv = procs.python_module("agent.lab.load", "--target", target, "-n", str(connections),
+        argv = procs.python_module("kernsplit.agent.lab.load", "--target", target, "-n", str(connections),
                                    "-c", str(concurrency))
         proc = subprocess.run(self.exec_argv(pod, argv, uid), capture_output=True, text=True,
                               timeout=timeout)

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from agent.netns import entered
+from kernsplit.agent.netns import entered
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _own_python_module(command: list[str]) -> str | None:
-    """`python -m agent.lab.X ...` with this very interpreter -> "agent.lab.X"."""
+    """`python -m kernsplit.agent.lab.X ...` with this very interpreter -> "kernsplit.agent.lab.X"."""
     if len(command) >= 3 and command[0] == sys.executable and command[1] == "-m" \
-            and command[2].startswith("agent.lab."):
+            and command[2].startswith("kernsplit.agent.lab."):
         return command[2]
     return None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.lab.plan import SERVER_PORT, SERVICE_PORT, LabPlan
+from kernsplit.agent.lab.plan import SERVER_PORT, SERVICE_PORT, LabPlan
 
 NAMESPACE = "default"
 SERVICES_FILE = "services.yaml"

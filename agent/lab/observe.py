@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 
-from agent.lab.lab import Lab, LabError
+from kernsplit.agent.lab.lab import Lab, LabError
 
 
 def _objects(node) -> Iterator[dict]:

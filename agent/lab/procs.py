@@ -17,7 +17,7 @@ from pathlib import Path
 def launcher(argv: Sequence[str], *, cgroup: Path | None = None, netns: str | None = None,
              uid: int | None = None) -> list[str]:
     """argv wrapped in `python -m agent.lab.launch`, which joins cgroup/netns/uid and execs."""
-    cmd = [sys.executable, "-m", "agent.lab.launch"]
+    cmd = [sys.executable, "-m", "kernsplit.agent.lab.launch"]
     if cgroup is not None:
         cmd += ["--cgroup", str(cgroup)]
     if netns is not None:

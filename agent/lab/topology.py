@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns as pyroute_netns
 
-from agent.lab.plan import BRIDGE_IP, POD_NET_PREFIXLEN, SERVICE_CIDR, LabPlan, PodPlan
-from agent.netns import NETNS_RUN_DIR, entered
+from kernsplit.agent.lab.plan import BRIDGE_IP, POD_NET_PREFIXLEN, SERVICE_CIDR, LabPlan, PodPlan
+from kernsplit.agent.netns import NETNS_RUN_DIR, entered
 
 
 @contextlib.contextmanager

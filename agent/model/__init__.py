@@ -7,10 +7,10 @@ Public API (used by the CLI, the agent and the lab):
     Diagnostic                      # str(d) == "file: Kind ns/name: field: message"
     parse_quantity(text) -> int     # exact milli-units: "1" -> 1000, "500m" -> 500
 """
-from agent.model.config import Config, load_config, split_port_json
-from agent.model.diagnostics import Diagnostic
-from agent.model.quantity import WeightError, parse_quantity, parse_whole
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.config import Config, load_config, split_port_json
+from kernsplit.agent.model.diagnostics import Diagnostic
+from kernsplit.agent.model.quantity import WeightError, parse_quantity, parse_whole
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 __all__ = [
     "BackendShare", "Config", "Diagnostic", "Endpoint", "SplitPort", "WeightError", "WeightedEndpoint",

@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.model.diagnostics import Diagnostic, DiagnosticSink
-from agent.model.documents import Document, read_documents
-from agent.model.resolve import Inventory, resolve
-from agent.model.resolved import SplitPort
-from agent.model.routes import ROUTE_KINDS, parse_route
-from agent.model.services import EndpointGroup, Service, parse_endpoint_slice, parse_endpoints, parse_service
-from agent.model.splits import Split, parse_traffic_split
+from kernsplit.agent.model.diagnostics import Diagnostic, DiagnosticSink
+from kernsplit.agent.model.documents import Document, read_documents
+from kernsplit.agent.model.resolve import Inventory, resolve
+from kernsplit.agent.model.resolved import SplitPort
+from kernsplit.agent.model.routes import ROUTE_KINDS, parse_route
+from kernsplit.agent.model.services import EndpointGroup, Service, parse_endpoint_slice, parse_endpoints, parse_service
+from kernsplit.agent.model.splits import Split, parse_traffic_split
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.quantity import decimal_or_none
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.quantity import decimal_or_none
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_NAMESPACE = "default"

@@ -10,8 +10,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.documents import Document
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.documents import Document
 
 MISSING: Any = object()
 

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
-from agent.model.services import EndpointGroup, ReadyAddress, Service, ServicePort
-from agent.model.splits import Backend, Split
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.services import EndpointGroup, ReadyAddress, Service, ServicePort
+from kernsplit.agent.model.splits import Backend, Split
 
 Key = tuple[str, str]   # (namespace, name)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.documents import Document
-from agent.model.fields import DocContext
-from agent.model.quantity import parse_whole
-from agent.model.splits import L7_NOT_ENFORCED, Backend, Split, check_duplicates, creation_time, parse_weight
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.documents import Document
+from kernsplit.agent.model.fields import DocContext
+from kernsplit.agent.model.quantity import parse_whole
+from kernsplit.agent.model.splits import L7_NOT_ENFORCED, Backend, Split, check_duplicates, creation_time, parse_weight
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ROUTE_VERSIONS = ("v1", "v1beta1", "v1alpha2")

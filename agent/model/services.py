@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.documents import Document
-from agent.model.fields import DocContext
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.documents import Document
+from kernsplit.agent.model.fields import DocContext
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.documents import Document
-from agent.model.fields import DocContext
-from agent.model.quantity import WeightError, parse_quantity, parse_whole
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.documents import Document
+from kernsplit.agent.model.fields import DocContext
+from kernsplit.agent.model.quantity import WeightError, parse_quantity, parse_whole
 
 SMI_GROUP = "split.smi-spec.io"
 SMI_VERSIONS = ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

@@ -12,10 +12,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from agent.lab.lab import Lab, down, open_lab
-from agent.lab.manifests import SPLIT_FILE, render_split
-from agent.lab.observe import wait_applied
-from agent.lab.plan import SEED_APPS, AppSpec, ServiceSpec, new_prefix
+from kernsplit.agent.lab.lab import Lab, down, open_lab
+from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
+from kernsplit.agent.lab.observe import wait_applied
+from kernsplit.agent.lab.plan import SEED_APPS, AppSpec, ServiceSpec, new_prefix
 
 ROOT = "my-app"
 ROOT_VIP = "10.100.200.30:80"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.iptables.exec import Backend, Family, save
 from test_agent_iptables_dataplane import Topology
 
 pytestmark = pytest.mark.kernel

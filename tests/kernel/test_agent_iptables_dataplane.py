@@ -16,10 +16,10 @@ from fractions import Fraction
 
 import pytest
 
-from agent.dataplane.iptables import IptablesDataplane
-from agent.iptables.exec import Backend, Family, save
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
-from agent.netns import entered
+from kernsplit.agent.dataplane.iptables import IptablesDataplane
+from kernsplit.agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.netns import entered
 
 pytestmark = pytest.mark.kernel
 
@@ -271,7 +271,7 @@ def test_weight_change_keeps_both_backends_connection_counts(netns, mode, how):
 
 def test_many_chains_rewritten_at_once_keep_their_counts(netns, mode):
     """More rewritten chains than the per-chain read limit: counters come from one iptables-save -c."""
-    from agent.dataplane.iptables.dataplane import PER_CHAIN_READS
+    from kernsplit.agent.dataplane.iptables.dataplane import PER_CHAIN_READS
     ips = [f"10.100.201.{i}" for i in range(1, PER_CHAIN_READS[Backend(mode)] + 3)]
     with Topology(netns) as topo:
         topo.address(*ips)

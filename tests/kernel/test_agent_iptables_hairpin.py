@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from agent.dataplane.iptables import IptablesDataplane
-from agent.netns import entered
+from kernsplit.agent.dataplane.iptables import IptablesDataplane
+from kernsplit.agent.netns import entered
 from conftest import throwaway_netns, unique_name
 
 from test_agent_iptables_dataplane import PORT, mode, split_port  # noqa: F401 (fixture)

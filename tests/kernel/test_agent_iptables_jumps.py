@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from agent.dataplane.iptables import IptablesDataplane
-from agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.dataplane.iptables import IptablesDataplane
+from kernsplit.agent.iptables.exec import Backend, Family, save
 
 from test_agent_iptables_dataplane import Topology, _strip_dates, mode, split_port  # noqa: F401
 

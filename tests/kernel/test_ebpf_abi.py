@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from agent.dataplane.ebpf import abi, loader
-from agent.dataplane.ebpf.headers import bcc_environment
+from kernsplit.agent.dataplane.ebpf import abi, loader
+from kernsplit.agent.dataplane.ebpf.headers import bcc_environment
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 

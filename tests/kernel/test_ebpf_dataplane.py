@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import mounts
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
-from agent.netns import entered
+from kernsplit.agent import mounts
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.netns import entered
 from tests.conftest import unique_name
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
@@ -105,13 +105,13 @@ def lab(netns):
         stop.set()
         for s in sockets:
             s.close()
-        from agent.dataplane.ebpf.loader import Pins, remove
+        from kernsplit.agent.dataplane.ebpf.loader import Pins, remove
         remove(Pins(bpffs))
         cgroup.rmdir()
 
 
 def make(lab):
-    from agent.dataplane.ebpf import EbpfDataplane
+    from kernsplit.agent.dataplane.ebpf import EbpfDataplane
     return EbpfDataplane(cgroup=lab.cgroup, bpffs=lab.bpffs)
 
 
@@ -253,8 +253,8 @@ def test_weight_flips_under_a_connect_loop_never_fail_a_connect(lab):
 
 
 def test_full_resync_repairs_a_hand_deleted_entry(lab):
-    from agent.dataplane.ebpf.maps import KernelMaps, encode_key
-    from agent.dataplane.ebpf.plan import Addr
+    from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, encode_key
+    from kernsplit.agent.dataplane.ebpf.plan import Addr
     lab.listen("10.1.0.1", 8080, "v1")
     desired = [split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])]
     dp = make(lab)

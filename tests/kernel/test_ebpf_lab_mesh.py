@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.lab.lab import down, open_lab
-from agent.lab.manifests import render_split
-from agent.lab.observe import wait_applied
-from agent.lab.plan import PROXY_OUT_PORT, new_prefix
+from kernsplit.agent.lab.lab import down, open_lab
+from kernsplit.agent.lab.manifests import render_split
+from kernsplit.agent.lab.observe import wait_applied
+from kernsplit.agent.lab.plan import PROXY_OUT_PORT, new_prefix
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 

@@ -112,7 +112,7 @@ def two_versions(lab):
 
 
 def test_with_split_uid_the_proxy_sees_the_cluster_ip_and_its_connect_is_split(pod):
-    from agent.dataplane.ebpf import EbpfDataplane
+    from kernsplit.agent.dataplane.ebpf import EbpfDataplane
     desired = two_versions(pod)
     dp = EbpfDataplane(cgroup=pod.cgroup, bpffs=pod.bpffs, split_uids=[PROXY_UID])
     dp.sync(desired)
@@ -129,7 +129,7 @@ def test_with_split_uid_the_proxy_sees_the_cluster_ip_and_its_connect_is_split(p
 
 def test_without_split_uid_the_app_connect_is_rewritten_before_the_proxy(pod):
     """The default (every connect split), and switching between the two is a map update."""
-    from agent.dataplane.ebpf import EbpfDataplane
+    from kernsplit.agent.dataplane.ebpf import EbpfDataplane
     desired = two_versions(pod)
     meshed = EbpfDataplane(cgroup=pod.cgroup, bpffs=pod.bpffs, split_uids=[PROXY_UID])
     meshed.sync(desired)
@@ -150,7 +150,7 @@ def test_without_split_uid_the_app_connect_is_rewritten_before_the_proxy(pod):
 
 def test_split_uid_leaves_other_uids_connects_alone(lab):
     """Without a proxy redirect, a connect by a uid that is not listed is not rewritten."""
-    from agent.dataplane.ebpf import EbpfDataplane
+    from kernsplit.agent.dataplane.ebpf import EbpfDataplane
     desired = two_versions(lab)
     dp = EbpfDataplane(cgroup=lab.cgroup, bpffs=lab.bpffs, split_uids=[PROXY_UID, 2103])
     dp.sync(desired)

@@ -47,8 +47,8 @@ def attached_ids(cgroup) -> set[int]:
 
 
 def fake_other_schema(pins, how: str) -> None:
-    from agent.dataplane.ebpf import plan
-    from agent.dataplane.ebpf.maps import KernelMaps
+    from kernsplit.agent.dataplane.ebpf import plan
+    from kernsplit.agent.dataplane.ebpf.maps import KernelMaps
     if how == "other fingerprint":
         maps = KernelMaps(pins)
         maps.write_config(plan.ConfigImage(b"\x01" * 32, ()))
@@ -59,7 +59,7 @@ def fake_other_schema(pins, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["other fingerprint", "no config map"])
 def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, how, caplog):
-    from agent.dataplane.ebpf.maps import installed_schema
+    from kernsplit.agent.dataplane.ebpf.maps import installed_schema
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
     desired = [split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)]),

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner
 
-from agent.netns import entered
-from init.cli import main
+from kernsplit.agent.netns import entered
+from kernsplit.init.cli import main
 from conftest import unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.kernel

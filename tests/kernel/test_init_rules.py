@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.iptables import exec as ipt
-from agent.iptables.exec import Backend, Family, IptablesError
-from agent.iptables.saved import parse_save
-from init import apply, plan
-from init.cli import main
-from init.config import build_config
-from init.namespace import CLOSE_WAIT_SYSCTL, close_wait_timeout
+from kernsplit.agent.iptables import exec as ipt
+from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.init import apply, plan
+from kernsplit.init.cli import main
+from kernsplit.init.config import build_config
+from kernsplit.init.namespace import CLOSE_WAIT_SYSCTL, close_wait_timeout
 from conftest import throwaway_netns  # tests/conftest.py (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.kernel

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.lab import cgroups, procs, state
-from agent.lab.lab import BPFFS_ROOT, down
-from agent.lab.plan import new_prefix
+from kernsplit.agent.lab import cgroups, procs, state
+from kernsplit.agent.lab.lab import BPFFS_ROOT, down
+from kernsplit.agent.lab.plan import new_prefix
 
 KERNSPLIT = str(Path(sys.executable).with_name("kernsplit"))
 DATAPLANES = [pytest.param("iptables", marks=pytest.mark.kernel),
@@ -84,7 +84,7 @@ def test_up_exec_down(prefix):
     assert result.returncode == 0, result.stderr
     for hint in ("lab exec", f"kernsplit show --netns {prefix}-node", "split.yaml", "lab down"):
         assert hint in result.stdout
-    load = _run("exec", "--prefix", prefix, "client", "python3", "-m", "agent.lab.load", "-n", "400")
+    load = _run("exec", "--prefix", prefix, "client", "python3", "-m", "kernsplit.agent.lab.load", "-n", "400")
     assert load.returncode == 0, load.stderr
     report = json.loads(load.stdout)
     assert report["outcomes"] == {"ok": 400}

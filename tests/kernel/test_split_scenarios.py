@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from agent.iptables.exec import Backend, save
-from agent.lab.manifests import SPLIT_FILE, render_split
-from agent.lab.observe import observed_connections, show_json, wait_applied
-from agent.lab.plan import PROXY_UID
-from agent.lab import procs
+from kernsplit.agent.iptables.exec import Backend, save
+from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
+from kernsplit.agent.lab.observe import observed_connections, show_json, wait_applied
+from kernsplit.agent.lab.plan import PROXY_UID
+from kernsplit.agent.lab import procs
 
 from scenario import (EMPTY_ROOT, EMPTY_VIP, EQUAL_BACKENDS, ROOT, apply_split, assert_shares,
                       build_lab, by_backend, failures, milli, teardown, wait_log)
@@ -110,7 +110,7 @@ def test_root_without_endpoints_refuses_promptly(lab):
 def test_open_connection_keeps_its_backend(lab):
     apply_split(lab, (("my-app-v1", "500m"), ("my-app-v2", "500m")))
     client = subprocess.Popen(lab.exec_argv("client", procs.python_module(
-        "agent.lab.load", "--target", "10.100.200.30:80", "--keepalive")),
+        "kernsplit.agent.lab.load", "--target", "10.100.200.30:80", "--keepalive")),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     try:
         assert client.stdout.readline().strip() == "connected"
@@ -145,7 +145,7 @@ def test_agent_sigkill_and_restart_under_load(lab):
     apply_split(lab, (("my-app-v1", "800m"), ("my-app-v2", "200m")))
     rules_before = _rules(lab) if lab.dataplane == "iptables" else None
     loop = subprocess.Popen(lab.exec_argv("client", procs.python_module(
-        "agent.lab.load", "--target", "10.100.200.30:80", "--loop", "-c", "4")),
+        "kernsplit.agent.lab.load", "--target", "10.100.200.30:80", "--loop", "-c", "4")),
         stdout=subprocess.PIPE, text=True)
     try:
         assert loop.stdout.readline().strip() == "started"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main as kernsplit
-from init.cli import main as proxy_init
+from kernsplit.agent.cli import main as kernsplit
+from kernsplit.init.cli import main as proxy_init
 
 MISSING = "ks-no-such-netns-4f2a"
 

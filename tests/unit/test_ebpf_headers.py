@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from agent.dataplane.ebpf import abi, headers, loader
+from kernsplit.agent.dataplane.ebpf import abi, headers, loader
 
 
 def test_autoconf_from_config():

@@ -5,8 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from agent.dataplane.ebpf import plan
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.dataplane.ebpf import plan
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 
 def split(ip="10.100.200.30", port=80, weights=(900, 100), name="my-app-split"):

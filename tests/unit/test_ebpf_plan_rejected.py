@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from agent.dataplane.ebpf import abi, plan
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.dataplane.ebpf import abi, plan
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 
 def split(ip="10.100.200.30", port=80, backends=2, endpoints_each=1, name="my-app-split", weight_zero=False):

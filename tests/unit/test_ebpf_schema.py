@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from agent.dataplane.ebpf import abi, plan, schema
-from agent.dataplane.ebpf.loader import BPF_SRC
+from kernsplit.agent.dataplane.ebpf import abi, plan, schema
+from kernsplit.agent.dataplane.ebpf.loader import BPF_SRC
 
 
 def test_fingerprint_is_stable_and_sized_for_the_map():

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from agent.dataplane.ebpf import abi, table
+from kernsplit.agent.dataplane.ebpf import abi, table
 
 STEPS = abi.KS_SLOTS_LOG2 + 1
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.iptables.rule import restore_line
-from agent.iptables.saved import parse_save
-from init import plan
-from init.config import build_config, parse_ports
+from kernsplit.agent.iptables.rule import restore_line
+from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.init import plan
+from kernsplit.init.config import build_config, parse_ports
 
 GOLDEN = Path(__file__).parent / "golden" / "init"
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.dataplane.iptables import plan, render_full
-from agent.dataplane.iptables import names, probability
-from agent.dataplane.iptables.observe import observe_tables
-from agent.dataplane.iptables.ruleset import Ruleset
-from agent.iptables.exec import Family
-from agent.iptables.saved import parse_save
-from agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.dataplane.iptables import plan, render_full
+from kernsplit.agent.dataplane.iptables import names, probability
+from kernsplit.agent.dataplane.iptables.observe import observe_tables
+from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 GOLDEN = Path(__file__).parent / "golden" / "dataplane"
 

@@ -1,13 +1,13 @@
 """Partial sync planning (kube-proxy style), without a kernel: only changed chains are written."""
 from __future__ import annotations
 
-from agent.dataplane.iptables import diff, plan, render_changes
-from agent.dataplane.iptables import names
-from agent.dataplane.iptables.ruleset import Ruleset
-from agent.iptables.exec import Family
-from agent.iptables.saved import parse_save
-from agent.dataplane.iptables.diff import owned
-from agent.dataplane.iptables.render import render_full
+from kernsplit.agent.dataplane.iptables import diff, plan, render_changes
+from kernsplit.agent.dataplane.iptables import names
+from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.dataplane.iptables.diff import owned
+from kernsplit.agent.dataplane.iptables.render import render_full
 
 from test_iptables_plan import as_saved, REFUSE, SEED, SEVENTY, split_port
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.iptables.saved import parse_save, split_words
+from kernsplit.agent.iptables.saved import parse_save, split_words
 
 GOLDEN = sorted((Path(__file__).parent / "golden").rglob("*.golden"))
 TRICKY = [

@@ -6,10 +6,10 @@ from fractions import Fraction
 
 import pytest
 
-from agent.lab.manifests import SEED_WEIGHTS, render_services, render_split
-from agent.lab.plan import CLIENT_POD, SEED_APPS, AppSpec, plan_lab
-from agent.lab.report import split_table
-from agent.model import load_config
+from kernsplit.agent.lab.manifests import SEED_WEIGHTS, render_services, render_split
+from kernsplit.agent.lab.plan import CLIENT_POD, SEED_APPS, AppSpec, plan_lab
+from kernsplit.agent.lab.report import split_table
+from kernsplit.agent.model import load_config
 
 
 def test_plan_names_fit_the_kernel_and_carry_the_prefix():

@@ -3,7 +3,7 @@ import json
 import os
 import textwrap
 
-from agent.model import load_config
+from kernsplit.agent.model import load_config
 
 SERVICE = """\
 apiVersion: v1

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from agent.model import WeightError, parse_quantity, parse_whole
+from kernsplit.agent.model import WeightError, parse_quantity, parse_whole
 
 
 @pytest.mark.parametrize("text, milli", [

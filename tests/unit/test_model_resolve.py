@@ -2,7 +2,7 @@
 import json
 from fractions import Fraction as F
 
-from agent.model import Endpoint, load_config
+from kernsplit.agent.model import Endpoint, load_config
 
 
 # -- small manifest builders (JSON documents, one per line of a multi-document file) --------------

@@ -4,7 +4,7 @@ from fractions import Fraction as F
 
 import pytest
 
-from agent.model import load_config
+from kernsplit.agent.model import load_config
 
 PORTS = [{"name": "http", "port": 80, "targetPort": 8080}, {"name": "admin", "port": 9000, "targetPort": 9000}]
 

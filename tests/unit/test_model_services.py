@@ -3,11 +3,11 @@ import textwrap
 
 import pytest
 
-from agent.model import load_config
-from agent.model.diagnostics import DiagnosticSink
-from agent.model.documents import read_documents
-from agent.model.resolve import Inventory
-from agent.model.services import EndpointPort, ServicePort, parse_endpoint_slice
+from kernsplit.agent.model import load_config
+from kernsplit.agent.model.diagnostics import DiagnosticSink
+from kernsplit.agent.model.documents import read_documents
+from kernsplit.agent.model.resolve import Inventory
+from kernsplit.agent.model.services import EndpointPort, ServicePort, parse_endpoint_slice
 
 
 def load(tmp_path, text):

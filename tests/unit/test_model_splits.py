@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from agent.model import load_config
+from kernsplit.agent.model import load_config
 
 
 def load(tmp_path, text, name="split.yaml"):

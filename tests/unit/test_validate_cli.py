@@ -4,7 +4,7 @@ import shutil
 
 from click.testing import CliRunner
 
-from agent.cli import main
+from kernsplit.agent.cli import main
 
 SEED = "tests/unit/manifests/seed"
 

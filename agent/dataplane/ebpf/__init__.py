@@ -4,6 +4,6 @@ C sources are in bpf/ (schema: bpf/ks_types.h). Modules: `table` (exact weight t
 (pure: images and ordered map operations), `maps`/`bpfsys` (map I/O over libbpf), `loader`
 (BCC compile, pins, cgroup links), `headers` (kernel tree for BCC), `dataplane` (the protocol).
 """
-from agent.dataplane.ebpf.dataplane import EbpfDataplane
+from kernsplit.agent.dataplane.ebpf.dataplane import EbpfDataplane
 
 __all__ = ["EbpfDataplane"]

@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from agent import mounts
-from agent.dataplane.base import ObservedBackend, ObservedSplit, SyncResult
-from agent.dataplane.ebpf import loader, plan, schema
-from agent.dataplane.ebpf.maps import KernelMaps, installed_schema
-from agent.model.resolved import SplitPort
+from kernsplit.agent import mounts
+from kernsplit.agent.dataplane.base import ObservedBackend, ObservedSplit, SyncResult
+from kernsplit.agent.dataplane.ebpf import loader, plan, schema
+from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, installed_schema
+from kernsplit.agent.model.resolved import SplitPort
 
 DEFAULT_BPFFS = Path("/sys/fs/bpf/kernsplit")
 

@@ -16,12 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import mounts
-from agent.dataplane.ebpf import bpfsys
+from kernsplit.agent import mounts
+from kernsplit.agent.dataplane.ebpf import bpfsys
+from kernsplit.agent.dataplane.ebpf.sources import BPF_SRC, SOURCES
 
-BPF_SRC = Path(__file__).resolve().parents[3] / "bpf"
-# One text for BCC, in this order: BCC rewrites map calls only in the text it is given (lb.c).
-SOURCES = ("lb.c", "sock_connect.c", "sock_getpeername.c")
 MAPS = ("ks_services", "ks_slots", "ks_meta", "ks_counters", "ks_origins", "ks_config")
 # program -> enum bpf_attach_type (uapi/linux/bpf.h)
 PROGRAMS = {
@@ -73,7 +71,7 @@ def ensure_bpffs(root: Path) -> None:
 
 def compile_and_pin(pins: Pins) -> float:
     """Compile bpf/ with BCC, load the programs and pin programs and maps. Returns seconds."""
-    from agent.dataplane.ebpf.headers import bcc_environment
+    from kernsplit.agent.dataplane.ebpf.headers import bcc_environment
     os.environ.update(bcc_environment())
     from bcc import BPF  # imported here: only a first install pays for BCC
 

@@ -7,8 +7,8 @@ import ipaddress
 import socket
 from fractions import Fraction
 
-from agent.dataplane.ebpf import abi, bpfsys, plan
-from agent.dataplane.ebpf.loader import MAPS, Pins
+from kernsplit.agent.dataplane.ebpf import abi, bpfsys, plan
+from kernsplit.agent.dataplane.ebpf.loader import MAPS, Pins
 
 
 def _addr_words(ip: str):

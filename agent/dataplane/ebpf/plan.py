@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from agent.dataplane.ebpf import abi, table
-from agent.model.resolved import SplitPort
+from kernsplit.agent.dataplane.ebpf import abi, table
+from kernsplit.agent.model.resolved import SplitPort
 
 IPPROTO_TCP = 6
 _U64 = (1 << 64) - 1

@@ -12,8 +12,8 @@ import ctypes as ct
 import hashlib
 from pathlib import Path
 
-from agent.dataplane.ebpf import abi
-from agent.dataplane.ebpf.loader import BPF_SRC
+from kernsplit.agent.dataplane.ebpf import abi
+from kernsplit.agent.dataplane.ebpf.sources import BPF_SRC
 
 
 def _layout(t) -> str:

@@ -4,9 +4,9 @@
     plan(split_ports, family) -> Ruleset                        pure planner
     render_full(ruleset) / render_changes(diff(want, have))     iptables-restore text
 """
-from agent.dataplane.iptables.dataplane import IptablesDataplane
-from agent.dataplane.iptables.diff import diff, owned
-from agent.dataplane.iptables.plan import plan
-from agent.dataplane.iptables.render import render_changes, render_full
+from kernsplit.agent.dataplane.iptables.dataplane import IptablesDataplane
+from kernsplit.agent.dataplane.iptables.diff import diff, owned
+from kernsplit.agent.dataplane.iptables.plan import plan
+from kernsplit.agent.dataplane.iptables.render import render_changes, render_full
 
 __all__ = ["IptablesDataplane", "plan", "diff", "owned", "render_full", "render_changes"]

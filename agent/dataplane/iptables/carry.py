@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from agent.dataplane.iptables import comments, names
-from agent.dataplane.iptables.diff import Changes
-from agent.dataplane.iptables.ruleset import Ruleset
-from agent.iptables.rule import target_of
-from agent.iptables.saved import SavedTable, split_words
+from kernsplit.agent.dataplane.iptables import comments, names
+from kernsplit.agent.dataplane.iptables.diff import Changes
+from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.saved import SavedTable, split_words
 
 Key = tuple[str, ...]
 Place = tuple[str, str]                         # (table, chain)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.model.resolved import BackendShare, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.resolved import BackendShare, SplitPort, WeightedEndpoint
 
 OWNER = "kernsplit"
 MAX_COMMENT = 255      # XT_MAX_COMMENT_LEN (256) minus the terminating NUL

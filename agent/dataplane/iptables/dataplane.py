@@ -15,18 +15,18 @@ import logging
 import os
 from collections.abc import Sequence
 
-from agent.dataplane.base import ObservedSplit, SyncResult
-from agent.dataplane.iptables import carry, comments, names
-from agent.dataplane.iptables.diff import Changes, diff, owned
-from agent.dataplane.iptables.observe import observe_tables
-from agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
-from agent.dataplane.iptables.render import render_changes
-from agent.dataplane.iptables.ruleset import Ruleset
-from agent.iptables import exec as ipt
-from agent.iptables.exec import Backend, Family, IptablesError
-from agent.iptables.rule import target_of
-from agent.iptables.saved import SavedTable, parse_save
-from agent.model.resolved import SplitPort
+from kernsplit.agent.dataplane.base import ObservedSplit, SyncResult
+from kernsplit.agent.dataplane.iptables import carry, comments, names
+from kernsplit.agent.dataplane.iptables.diff import Changes, diff, owned
+from kernsplit.agent.dataplane.iptables.observe import observe_tables
+from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
+from kernsplit.agent.dataplane.iptables.render import render_changes
+from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables import exec as ipt
+from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.saved import SavedTable, parse_save
+from kernsplit.agent.model.resolved import SplitPort
 
 log = logging.getLogger("kernsplit.dataplane.iptables")
 

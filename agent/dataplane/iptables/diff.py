@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.dataplane.iptables import names
-from agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
-from agent.iptables.exec import Family
-from agent.iptables.saved import SavedTable
+from kernsplit.agent.dataplane.iptables import names
+from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
+from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.saved import SavedTable
 
 TABLES = ("nat", "filter")
 

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.dataplane.iptables import comments, names
-from agent.dataplane.iptables.ruleset import Chain, Rule
-from agent.model.resolved import SplitPort
+from kernsplit.agent.dataplane.iptables import comments, names
+from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule
+from kernsplit.agent.model.resolved import SplitPort
 
 # Argument order is the one iptables-save prints, so planned and observed rules compare equal.
 _SKIP = ("-m", "conntrack", "!", "--ctstate", "DNAT",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from agent.model.resolved import SplitPort
+from kernsplit.agent.model.resolved import SplitPort
 
 SERVICES = "KS-SERVICES"     # nat: one rule per split port -> its KS-SVC chain
 REJECT = "KS-REJECT"         # filter: one REJECT rule per split port that must refuse

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from fractions import Fraction
 
-from agent.dataplane.base import ObservedBackend, ObservedSplit
-from agent.dataplane.iptables import comments, names
-from agent.iptables.saved import SavedRule, SavedTable
+from kernsplit.agent.dataplane.base import ObservedBackend, ObservedSplit
+from kernsplit.agent.dataplane.iptables import comments, names
+from kernsplit.agent.iptables.saved import SavedRule, SavedTable
 
 DATAPLANE = "iptables"
 

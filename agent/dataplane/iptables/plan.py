@@ -29,10 +29,10 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.dataplane.iptables import comments, hairpin, names, probability
-from agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
-from agent.iptables.exec import Family
-from agent.model.resolved import SplitPort
+from kernsplit.agent.dataplane.iptables import comments, hairpin, names, probability
+from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
+from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.model.resolved import SplitPort
 
 NAT_HOOKS = ("PREROUTING", "OUTPUT")
 FILTER_HOOKS = ("INPUT", "FORWARD", "OUTPUT")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.dataplane.iptables import carry
-from agent.dataplane.iptables.diff import Changes, diff
-from agent.dataplane.iptables.ruleset import Rule, Ruleset
-from agent.iptables.rule import restore_line
+from kernsplit.agent.dataplane.iptables import carry
+from kernsplit.agent.dataplane.iptables.diff import Changes, diff
+from kernsplit.agent.dataplane.iptables.ruleset import Rule, Ruleset
+from kernsplit.agent.iptables.rule import restore_line
 
 
 def _filled(table: str, rule: Rule, counts: Mapping) -> str:

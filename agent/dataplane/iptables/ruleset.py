@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from agent.iptables.exec import Family
-from agent.iptables.rule import Rule
+from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.rule import Rule
 
 __all__ = ["Rule", "Chain", "Table", "Ruleset"]
 
