@@ -8,6 +8,7 @@ from typing import Any
 
 from kernsplit.agent.model.diagnostics import Diagnostic, DiagnosticSink
 from kernsplit.agent.model.documents import Document, read_documents
+from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
 from kernsplit.agent.model.resolve import Inventory, resolve
 from kernsplit.agent.model.resolved import SplitPort
 from kernsplit.agent.model.routes import ROUTE_KINDS, parse_route
@@ -55,16 +56,18 @@ def split_port_json(port: SplitPort) -> dict[str, Any]:
         "namespace": port.namespace, "service": port.service, "split": port.split,
         "split_kind": port.split_kind, "cluster_ip": port.cluster_ip, "port": port.port,
         "port_name": port.port_name, "protocol": port.protocol, "refuse": port.refuse,
-        "backends": [{"service": b.service, "weight": b.weight, "share": str(b.share), "resolved": b.resolved}
-                     for b in port.backends],
+        "backends": [{"service": b.service, "weight": b.weight, "share": str(b.share), "resolved": b.resolved,
+                      "terminating": b.terminating} for b in port.backends],
         "endpoints": [{"backend": w.backend, "ip": w.endpoint.ip, "port": w.endpoint.port, "share": str(w.share)}
                       for w in port.endpoints],
+        "refused": [{"backend": r.backend, "share": str(r.share)} for r in port.refused],
     }
 
 
-def load_config(paths: Sequence[str | os.PathLike]) -> Config:
+def load_config(paths: Sequence[str | os.PathLike], *, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> Config:
     """Read manifests from files and directories and resolve every split. Never raises for bad
-    content: problems are diagnostics, and `has_errors` tells the agent to refuse the config."""
+    content: problems are diagnostics, and `has_errors` tells the agent to refuse the config.
+    `cluster_domain` completes Service DNS names (`name.ns.svc.<cluster_domain>`) in splits."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]     # a lone path is a common slip; a str is also a Sequence of letters
     sink = DiagnosticSink()
@@ -72,9 +75,9 @@ def load_config(paths: Sequence[str | os.PathLike]) -> Config:
     services: list[Service] = []
     groups: list[EndpointGroup] = []
     splits: list[Split] = []
-    seen: dict[tuple[str, str, str], str] = {}
+    seen: dict[tuple[str, ...], str] = {}
     for doc in documents:
-        parsed = _parse(doc, sink)
+        parsed = _parse(doc, sink, cluster_domain)
         if parsed is None or not _first_definition(doc, seen, sink):
             continue
         target = {Service: services, EndpointGroup: groups}.get(type(parsed))
@@ -88,12 +91,12 @@ def load_config(paths: Sequence[str | os.PathLike]) -> Config:
                   tuple(dict.fromkeys(d.file for d in documents)))
 
 
-_PARSERS: dict[str, Callable[[Document, DiagnosticSink], Any]] = {
-    "Service": parse_service,
-    "Endpoints": parse_endpoints,
-    "EndpointSlice": parse_endpoint_slice,
-    "TrafficSplit": lambda doc, sink: [s] if (s := parse_traffic_split(doc, sink)) else [],
-    **{kind: parse_route for kind in ROUTE_KINDS},
+_PARSERS: dict[str, Callable[[Document, DiagnosticSink, str], Any]] = {
+    "Service": lambda doc, sink, _domain: parse_service(doc, sink),
+    "Endpoints": lambda doc, sink, _domain: parse_endpoints(doc, sink),
+    "EndpointSlice": lambda doc, sink, _domain: parse_endpoint_slice(doc, sink),
+    "TrafficSplit": lambda doc, sink, domain: [s] if (s := parse_traffic_split(doc, sink, domain)) else [],
+    **{kind: lambda doc, sink, _domain: parse_route(doc, sink) for kind in ROUTE_KINDS},
 }
 
 
@@ -102,18 +105,19 @@ _PARSERS: dict[str, Callable[[Document, DiagnosticSink], Any]] = {
 _CORE_VERSIONS = {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1"}
 
 
-def _parse(doc: Document, sink: DiagnosticSink) -> Any:
+def _parse(doc: Document, sink: DiagnosticSink, cluster_domain: str) -> Any:
     parser = _PARSERS.get(doc.kind)
     if parser is None:
         return None     # unknown kinds are ignored: a whole `kubectl get -o yaml` dump is fine
     if _CORE_VERSIONS.get(doc.kind, doc.api_version) != doc.api_version:
         return None
-    return parser(doc, sink)
+    return parser(doc, sink, cluster_domain)
 
 
-def _first_definition(doc: Document, seen: dict[tuple[str, str, str], str], sink: DiagnosticSink) -> bool:
+def _first_definition(doc: Document, seen: dict[tuple[str, ...], str], sink: DiagnosticSink) -> bool:
     """The same object defined twice is ambiguous: an error, and the second copy is dropped."""
-    key = (doc.kind, doc.namespace, doc.name)
+    # Kinds of different groups are different objects (Gateway API's and Linkerd's HTTPRoute).
+    key = (doc.api_version.rpartition("/")[0], doc.kind, doc.namespace, doc.name)
     where = f"{doc.file} document {doc.index}"
     if key in seen:
         sink.add("error", doc.file, doc.obj, doc.field_prefix + "metadata.name",

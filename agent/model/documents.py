@@ -147,9 +147,9 @@ def _expand(file: str, index: int, data: Any, sink: DiagnosticSink) -> list[Docu
     if data is None:
         return []
     if not isinstance(data, Mapping):
-        # Not an object (a snippet, a values list): ignored like unknown kinds, but said once.
-        sink.add("info", file, f"document {index}", "-",
-                 f"is a {type(data).__name__}, not a Kubernetes object; ignored")
+        # Not an object (a top-level list, a bare string): a broken manifest, not a foreign kind.
+        sink.add("error", file, f"document {index}", "-",
+                 f"is a {_kind_of(data)}, not a Kubernetes object (a mapping with apiVersion and kind)")
         return []
     if data.get("kind") == "List" or (str(data.get("kind", "")).endswith("List") and "items" in data):
         items = data.get("items") or []
@@ -159,6 +159,11 @@ def _expand(file: str, index: int, data: Any, sink: DiagnosticSink) -> list[Docu
         return [Document(file, index, _typed_item(data, item), f"items[{i}].")
                 for i, item in enumerate(items) if isinstance(item, Mapping)]
     return [Document(file, index, data)]
+
+
+def _kind_of(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", Decimal: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__)
 
 
 def _typed_item(listing: Mapping[str, Any], item: Mapping[str, Any]) -> Mapping[str, Any]:

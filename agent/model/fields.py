@@ -12,15 +12,18 @@ from typing import Any
 
 from kernsplit.agent.model.diagnostics import DiagnosticSink
 from kernsplit.agent.model.documents import Document
+from kernsplit.agent.model.names import (DEFAULT_CLUSTER_DOMAIN, DNS1123_SUBDOMAIN, NAMESPACE_NAME, SERVICE_NAME,
+                                         NameRule, ServiceRef, name_problem, service_ref)
 
 MISSING: Any = object()
 
 
 class DocContext:
-    def __init__(self, doc: Document, sink: DiagnosticSink) -> None:
+    def __init__(self, doc: Document, sink: DiagnosticSink, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
         self.doc = doc
         self._sink = sink
         self.errors = 0
+        self.cluster_domain = cluster_domain
 
     @property
     def ok(self) -> bool:
@@ -38,6 +41,19 @@ class DocContext:
 
     def info(self, field: str, message: str) -> None:
         self._add("info", field, message)
+
+    def check_identity(self, rule: NameRule = DNS1123_SUBDOMAIN) -> None:
+        """metadata.name (required) and metadata.namespace, as the API server validates them for
+        this kind; a bad one is an error, so nothing of the document is used."""
+        meta = self.doc.data.get("metadata")
+        if meta is not None and not isinstance(meta, Mapping):
+            self.error("metadata", f"must be a mapping, not {_kind_of(meta)}")
+            return
+        meta = meta or {}
+        if self.name(meta, "name", "metadata.name", rule, required=True) is None:
+            return
+        if meta.get("namespace") not in (None, ""):
+            self.name(meta, "namespace", "metadata.namespace", NAMESPACE_NAME)
 
     # -- typed getters: return None (and report) when the value is unusable ------------------
 
@@ -73,6 +89,33 @@ class DocContext:
             self.error(path, f'"{value}" must be a string')
             return None
         return value
+
+    def name(self, parent: Mapping, key: str, path: str, rule: NameRule = SERVICE_NAME, *,
+             required: bool = False) -> str | None:
+        """An object name, checked as the API server checks it (`rule`)."""
+        value = self.string(parent, key, path, required=required)
+        if value is None:
+            return None
+        problem = name_problem(value, rule)
+        if problem is not None:
+            self.error(path, problem)
+            return None
+        return value
+
+    def service(self, parent: Mapping, key: str, path: str, *, required: bool = False) -> str | None:
+        """A Service in this document's namespace, named plainly or by DNS name (`name.ns.svc...`)."""
+        value = self.string(parent, key, path, required=required)
+        if value is None:
+            return None
+        ref = service_ref(value, self.cluster_domain)
+        if not isinstance(ref, ServiceRef):
+            self.error(path, ref)
+            return None
+        if ref.namespace is not None and ref.namespace != self.doc.namespace:
+            self.error(path, f'"{value}" names namespace "{ref.namespace}", but this {self.doc.kind or "object"} '
+                             f'is in "{self.doc.namespace}": a split and its services share one namespace')
+            return None
+        return ref.name
 
     def port(self, parent: Mapping, key: str, path: str, *, required: bool = False) -> int | None:
         value = parent.get(key, MISSING)

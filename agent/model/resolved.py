@@ -33,24 +33,42 @@ class WeightedEndpoint:
 
 
 @dataclass(frozen=True)
+class RefusedShare:
+    """A share of new connections that must be refused (tcp-reset / ECONNREFUSED), not served.
+
+    Gateway API routes keep the weight of a backendRef that cannot serve (missing Service, no such
+    port, no endpoints) and refuse its share; the other backends keep theirs."""
+    backend: str          # the backend whose share this is (counted against it)
+    share: Fraction       # fraction of the root port's new connections; > 0 always
+
+
+Choice = WeightedEndpoint | RefusedShare
+
+
+@dataclass(frozen=True)
 class BackendShare:
     """One backend as configured, for `show` and for metadata kept in the kernel."""
     service: str          # backend Service name
     weight: int           # normalised weight: milli-units for SMI quantities, integers otherwise
-    share: Fraction       # desired share of traffic (0 for weight 0 or unresolved backends)
-    resolved: bool        # False when excluded (missing service, no endpoints, no matching port)
+    share: Fraction       # desired share of new connections (0 for weight 0; TrafficSplit: 0 when
+                          # unresolved; routes: an unresolved backend keeps it, and it is refused)
+    resolved: bool        # False when it cannot serve (missing service, no endpoints, no matching port)
+    terminating: bool = False   # served by terminating (still serving) endpoints: none is ready
 
 
 @dataclass(frozen=True)
 class SplitPort:
     """One root service ClusterIP and port whose new TCP connections are split by weight.
 
-    `endpoints` empty means: nothing can serve this port, connections must be refused
-    (tcp-reset / ECONNREFUSED), never silently dropped.
+    New connections are shared between `endpoints` (served) and `refused` (shares refused with
+    tcp-reset / ECONNREFUSED, never silently dropped); together their shares sum to 1. `endpoints`
+    empty means nothing serves this port: every new connection is refused.
 
-    Invariant: every endpoint's `backend` names an entry of `backends`. When the root's own
-    endpoints take the traffic (all weights zero, nothing resolves), the root appears in
-    `backends` with weight 0 and share 1 (appended when it was not configured as a backend).
+    Invariant: every endpoint's and refused share's `backend` names an entry of `backends`. When
+    the root's own endpoints take the traffic (all weights zero, nothing resolves), the root
+    appears in `backends` with weight 0 and share 1 (appended when it was not configured as a
+    backend); when they are wanted but there are none, it appears unresolved and its share is
+    refused.
     """
     namespace: str
     service: str                          # root Service name
@@ -62,10 +80,20 @@ class SplitPort:
     protocol: str                         # "TCP" (the only protocol split today)
     endpoints: tuple[WeightedEndpoint, ...]   # sorted by (backend, endpoint); shares sum to 1
     backends: tuple[BackendShare, ...]        # in configuration order
+    refused: tuple[RefusedShare, ...] = ()    # sorted by backend
 
     @property
     def refuse(self) -> bool:
+        """Nothing serves this port: every new connection is refused."""
         return not self.endpoints
+
+    @property
+    def choices(self) -> tuple[Choice, ...]:
+        """Every share of new connections, served then refused, as a dataplane programs them.
+        A port with neither (built by hand) refuses everything, counted against the root."""
+        if not self.endpoints and not self.refused:
+            return (RefusedShare(self.service, Fraction(1)),)
+        return (*self.endpoints, *self.refused)
 
     @property
     def family(self) -> int:

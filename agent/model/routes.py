@@ -1,5 +1,8 @@
 """Gateway API HTTPRoute and TCPRoute attached to a Service (GAMMA mesh routes) as `Split`s.
 
+Linkerd's own `policy.linkerd.io` HTTPRoute (v1beta1..v1beta3, still served and used in Linkerd's
+traffic-shifting docs) has Gateway API's shape and is read the same way.
+
 Only routes whose `parentRefs` name a Service (kind Service, group "" or "core") concern a mesh
 dataplane; routes attached to Gateways are someone else's and are ignored. One split is made per
 Service parent. A kernel dataplane splits connections, not requests: it uses the backendRefs of
@@ -16,7 +19,13 @@ from kernsplit.agent.model.quantity import parse_whole
 from kernsplit.agent.model.splits import L7_NOT_ENFORCED, Backend, Split, check_duplicates, creation_time, parse_weight
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-ROUTE_VERSIONS = ("v1", "v1beta1", "v1alpha2")
+LINKERD_GROUP = "policy.linkerd.io"
+# group -> kind -> versions read
+ROUTE_GROUPS = {
+    GATEWAY_GROUP: {"HTTPRoute": ("v1", "v1beta1", "v1alpha2"), "TCPRoute": ("v1", "v1beta1", "v1alpha2")},
+    LINKERD_GROUP: {"HTTPRoute": ("v1beta1", "v1beta2", "v1beta3")},
+}
+ROUTE_VERSIONS = ROUTE_GROUPS[GATEWAY_GROUP]["HTTPRoute"]
 ROUTE_KINDS = ("HTTPRoute", "TCPRoute")
 MAX_BACKEND_REFS = 16
 MAX_ROUTE_WEIGHT = 1_000_000
@@ -26,14 +35,14 @@ _CORE_GROUPS = ("", "core")
 def parse_route(doc: Document, sink: DiagnosticSink) -> list[Split]:
     ctx = DocContext(doc, sink)
     group, _, version = doc.api_version.partition("/")
-    if group != GATEWAY_GROUP:
+    versions = ROUTE_GROUPS.get(group, {}).get(doc.kind)
+    if versions is None:
         return []
-    if version not in ROUTE_VERSIONS:
+    if version not in versions:
         ctx.warning("apiVersion", f'"{doc.api_version}" is not a supported version '
-                                  f'({", ".join(ROUTE_VERSIONS)}); ignored')
+                                  f'({", ".join(f"{group}/{v}" for v in versions)}); ignored')
         return []
-    if not doc.name:
-        ctx.error("metadata.name", "is required")
+    ctx.check_identity()
     spec = ctx.mapping(doc.data, "spec", "spec", required=True) or {}
     parents = _service_parents(ctx, spec)
     if not parents:
@@ -64,7 +73,7 @@ def _service_parents(ctx: DocContext, spec: Mapping) -> list[tuple[str, int | No
             # common slip when writing a mesh route by hand, so say so instead of ignoring silently.
             ctx.warning(f"{path}.group", 'must be "" (core) for a Service parent; this parentRef is ignored')
             continue
-        name = ctx.string(ref, "name", f"{path}.name", required=True)
+        name = ctx.name(ref, "name", f"{path}.name", required=True)
         namespace = ref.get("namespace") or ctx.doc.namespace
         port = ctx.port(ref, "port", f"{path}.port")
         section = ctx.string(ref, "sectionName", f"{path}.sectionName")
@@ -106,17 +115,19 @@ def _backend(ctx: DocContext, ref: object, path: str) -> Backend | None:
     if not isinstance(ref, Mapping):
         ctx.error(path, "must be a mapping")
         return None
-    name = ctx.string(ref, "name", f"{path}.name", required=True)
-    port = ctx.port(ref, "port", f"{path}.port")
+    kind, group = ref.get("kind", "Service"), ref.get("group", "")
+    if kind != "Service" or group not in _CORE_GROUPS:
+        ctx.warning(path, f'backend kind "{kind}" (group "{group}") is not a Service; ignored')
+        return None
+    name = ctx.name(ref, "name", f"{path}.name", required=True)
+    # The v1 CRD rejects a Service backendRef without a port ("Must be specified when the
+    # referent is a Kubernetes Service"): never guess the root's.
+    port = ctx.port(ref, "port", f"{path}.port", required=True)
     weight = 1 if ref.get("weight") is None else parse_weight(ctx, ref["weight"], f"{path}.weight", parse_whole)
     if weight is not None and weight > MAX_ROUTE_WEIGHT:
         ctx.error(f"{path}.weight", f'"{ref["weight"]}" is above the maximum {MAX_ROUTE_WEIGHT}')
         return None
-    if name is None or weight is None:
-        return None
-    kind, group = ref.get("kind", "Service"), ref.get("group", "")
-    if kind != "Service" or group not in _CORE_GROUPS:
-        ctx.warning(path, f'backend kind "{kind}" (group "{group}") is not a Service; ignored')
+    if name is None or weight is None or port is None:
         return None
     namespace = ref.get("namespace") or ctx.doc.namespace
     if namespace != ctx.doc.namespace:

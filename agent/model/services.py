@@ -1,7 +1,8 @@
 """Services, Endpoints and EndpointSlices: what splits resolve against.
 
 Only what resolution needs is kept: ClusterIPs, ports, and the *ready* endpoint addresses with
-their named ports. Not-ready addresses are counted (for messages) but never used.
+their named ports, plus the terminating addresses that are still serving (a last resort, see
+`resolve`). Other not-ready addresses are counted (for messages) but never used.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from kernsplit.agent.model.diagnostics import DiagnosticSink
 from kernsplit.agent.model.documents import Document
 from kernsplit.agent.model.fields import DocContext
+from kernsplit.agent.model.names import SERVICE_NAME
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -69,8 +71,11 @@ class EndpointGroup:
     service: str
     name: str
     ready: tuple[ReadyAddress, ...]
-    not_ready: int
+    not_ready: int                        # neither ready nor serving-while-terminating
     file: str
+    # Not ready because terminating, but still serving (EndpointSlice only): used when a Service
+    # has no ready endpoint at all, as kube-proxy does.
+    terminating: tuple[ReadyAddress, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,8 +84,7 @@ class EndpointGroup:
 
 def parse_service(doc: Document, sink: DiagnosticSink) -> Service | None:
     ctx = DocContext(doc, sink)
-    if not doc.name:
-        ctx.error("metadata.name", "is required")
+    ctx.check_identity(SERVICE_NAME)
     spec = ctx.mapping(doc.data, "spec", "spec") or {}
     cluster_ips, headless = _cluster_ips(ctx, spec)
     ports = tuple(p for i, raw in enumerate(ctx.sequence(spec, "ports", "spec.ports") or [])
@@ -155,8 +159,7 @@ def _check_unique_ports(ctx: DocContext, ports: tuple[ServicePort, ...]) -> None
 def parse_endpoints(doc: Document, sink: DiagnosticSink) -> EndpointGroup | None:
     """v1 Endpoints: named like its Service; subsets of addresses x ports."""
     ctx = DocContext(doc, sink)
-    if not doc.name:
-        ctx.error("metadata.name", "is required")
+    ctx.check_identity()
     ready: list[ReadyAddress] = []
     not_ready = 0
     for s, subset in enumerate(ctx.sequence(doc.data, "subsets", "subsets") or []):
@@ -205,10 +208,13 @@ def _endpoint_ports(ctx: DocContext, parent: Mapping, path: str) -> tuple[Endpoi
 def parse_endpoint_slice(doc: Document, sink: DiagnosticSink) -> EndpointGroup | None:
     """discovery.k8s.io/v1 EndpointSlice: linked to its Service by a label; ready unless false."""
     ctx = DocContext(doc, sink)
+    ctx.check_identity()
     labels = doc.metadata.get("labels")
     service = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
     if not service:
         ctx.warning(f"metadata.labels.{SERVICE_NAME_LABEL}", "is missing: the slice belongs to no Service; ignored")
+        return None
+    if ctx.name(labels, SERVICE_NAME_LABEL, f"metadata.labels.{SERVICE_NAME_LABEL}") is None or not ctx.ok:
         return None
     address_type = doc.data.get("addressType")
     if address_type == "FQDN":
@@ -219,20 +225,37 @@ def parse_endpoint_slice(doc: Document, sink: DiagnosticSink) -> EndpointGroup |
         return None
     ports = _endpoint_ports(ctx, doc.data, "ports")
     ready: list[ReadyAddress] = []
+    terminating: list[ReadyAddress] = []
     not_ready = 0
     for e, endpoint in enumerate(ctx.sequence(doc.data, "endpoints", "endpoints") or []):
         address = _slice_address(ctx, endpoint, f"endpoints[{e}]", address_type)
         if address is None:
             continue
-        conditions = endpoint.get("conditions")
-        is_ready = conditions.get("ready") if isinstance(conditions, Mapping) else None
-        if is_ready is False:   # null / missing means ready (the API says: treat unknown as ready)
-            not_ready += 1
-        else:
+        state = _endpoint_state(endpoint.get("conditions"))
+        if state == "ready":
             ready.append(ReadyAddress(address, ports))
+        elif state == "terminating":
+            terminating.append(ReadyAddress(address, ports))
+        else:
+            not_ready += 1
     if not ctx.ok:
         return None
-    return EndpointGroup("EndpointSlice", doc.namespace, str(service), doc.name, tuple(ready), not_ready, doc.file)
+    return EndpointGroup("EndpointSlice", doc.namespace, str(service), doc.name, tuple(ready), not_ready, doc.file,
+                         tuple(terminating))
+
+
+def _endpoint_state(conditions: object) -> str:
+    """"ready", "terminating" (serving while terminating: a last resort) or "not ready".
+
+    EndpointSlice conditions: a null `ready` means ready (treat unknown as ready); a null `serving`
+    defers to `ready`; a null `terminating` means not terminating."""
+    if not isinstance(conditions, Mapping):
+        return "ready"
+    if conditions.get("ready") is not False:
+        return "ready"
+    if conditions.get("serving") is True and conditions.get("terminating") is True:
+        return "terminating"
+    return "not ready"
 
 
 def _slice_address(ctx: DocContext, endpoint: object, path: str, address_type: str) -> str | None:

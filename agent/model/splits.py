@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from kernsplit.agent.model.diagnostics import DiagnosticSink
 from kernsplit.agent.model.documents import Document
 from kernsplit.agent.model.fields import DocContext
+from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
 from kernsplit.agent.model.quantity import WeightError, parse_quantity, parse_whole
 
 SMI_GROUP = "split.smi-spec.io"
@@ -91,8 +92,9 @@ def parse_weight(ctx: DocContext, value: object, path: str, parser: Callable[[ob
         return None
 
 
-def parse_traffic_split(doc: Document, sink: DiagnosticSink) -> Split | None:
-    ctx = DocContext(doc, sink)
+def parse_traffic_split(doc: Document, sink: DiagnosticSink,
+                        cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> Split | None:
+    ctx = DocContext(doc, sink, cluster_domain)
     group, _, version = doc.api_version.partition("/")
     if group != SMI_GROUP:
         return None     # someone else's TrafficSplit kind: not ours to read
@@ -100,10 +102,9 @@ def parse_traffic_split(doc: Document, sink: DiagnosticSink) -> Split | None:
         ctx.warning("apiVersion", f'"{doc.api_version}" is not a supported version '
                                   f'({", ".join(SMI_VERSIONS)}); ignored')
         return None
-    if not doc.name:
-        ctx.error("metadata.name", "is required")
+    ctx.check_identity()
     spec = ctx.mapping(doc.data, "spec", "spec", required=True) or {}
-    service = ctx.string(spec, "service", "spec.service", required=True)
+    service = ctx.service(spec, "service", "spec.service", required=True)
     if "trafficRouting" in spec:
         if "backends" in spec:
             ctx.error("spec", "has both backends and trafficRouting; use one")
@@ -135,7 +136,7 @@ def _smi_backends(ctx: DocContext, spec: Mapping, version: str) -> list[Backend]
         if not isinstance(item, Mapping):
             ctx.error(path, "must be a mapping")
             continue
-        name = ctx.string(item, "service", f"{path}.service", required=True)
+        name = ctx.service(item, "service", f"{path}.service", required=True)
         weight = _required_weight(ctx, item, "weight", f"{path}.weight", parser, hint)
         if name is not None and weight is not None:
             backends.append(Backend(name, weight, None, f"{path}.service"))
@@ -156,7 +157,7 @@ def _seed_backends(ctx: DocContext, spec: Mapping) -> list[Backend]:
         backend = ctx.mapping(item, "backend", f"{path}.backend", required=True)
         if backend is None:
             continue
-        name = ctx.string(backend, "serviceName", f"{path}.backend.serviceName", required=True)
+        name = ctx.service(backend, "serviceName", f"{path}.backend.serviceName", required=True)
         # The seed text lost its indentation: accept the weight beside `backend` or inside it.
         if "weight" not in item and "weight" in backend:
             weight = _required_weight(ctx, backend, "weight", f"{path}.backend.weight", parse_quantity, "")

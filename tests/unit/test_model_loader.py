@@ -110,12 +110,12 @@ def test_missing_path_is_an_error(tmp_path):
     assert [str(d) for d in config.errors] == [f"{missing}: no such file or directory"]
 
 
-def test_a_document_that_is_not_a_mapping_is_ignored_with_an_info(tmp_path):
-    path = write(tmp_path, "odd.yaml", "- just\n- a list\n")
+def test_a_document_that_is_not_a_mapping_is_an_error(tmp_path):
+    path = write(tmp_path, "odd.yaml", "- just\n- a list\n---\nplain text\n")
     config = load_config([path])
-    assert [str(d) for d in config.diagnostics] == [f"{path}: document 1: is a list, not a Kubernetes object; ignored"]
-    assert [d.severity for d in config.diagnostics] == ["info"]
-    assert not config.has_errors
+    assert [str(d) for d in config.errors] == [
+        f"{path}: document 1: is a list, not a Kubernetes object (a mapping with apiVersion and kind)",
+        f"{path}: document 2: is a string, not a Kubernetes object (a mapping with apiVersion and kind)"]
 
 
 def test_same_object_twice_is_an_error_and_the_first_copy_is_kept(tmp_path):

@@ -108,7 +108,7 @@ def test_missing_backend_is_a_warning_and_the_others_share_everything(tmp_path):
     assert backends(port) == [("my-app-v1", 90, 1, True), ("my-app-v3", 10, 0, False)]
     assert [str(d) for d in config.warnings] == [
         f"{path}: TrafficSplit default/s: spec.backends[1].service: backend Service default/my-app-v3 does not "
-        "exist: it gets no traffic"]
+        "exist: it gets no traffic on port 80"]
     assert not config.has_errors
 
 
@@ -175,7 +175,7 @@ def test_not_ready_endpoints_are_excluded(tmp_path):
     assert [(w.backend, str(w.endpoint), w.share) for w in port.endpoints] == [("a", "10.1.1.1:8080", 1)]
     assert [str(d) for d in config.warnings] == [
         f"{path}: TrafficSplit default/s: spec.backends[1].service: backend Service default/b has no ready IPv4 "
-        "endpoints for port 80 (1 not ready): it gets no traffic on 80"]
+        "endpoints for port 80 (1 not ready): it gets no traffic on port 80"]
 
 
 def test_endpointslice_ready_null_counts_false_is_excluded(tmp_path):
@@ -224,16 +224,38 @@ def test_a_backend_that_is_itself_split_is_used_as_a_plain_service(tmp_path):
 
 # -- ports -------------------------------------------------------------------------------------------
 
-def test_backend_port_matched_by_name_before_number(tmp_path):
-    root_ports = [{"name": "http", "port": 80, "targetPort": 8080}]
-    backend_ports = [{"name": "metrics", "port": 80, "targetPort": 9090},
-                     {"name": "http", "port": 8000, "targetPort": 8081}]
-    _, config = load(tmp_path, svc("root", ports=root_ports), svc("a", ports=backend_ports),
-                     eps("a", ["10.1.1.1"], ports=[{"name": "metrics", "port": 9090}, {"name": "http", "port": 8081}]),
-                     ts("s", "root", [("a", 1)]))
+def test_backend_port_matched_by_number_not_by_name(tmp_path):
+    """SMI v1alpha4, "Ports": "There *must* be a match between a port on the *root* service and a
+    port on every destination backend service. If they do not match, the backend service is not
+    included and will not receive traffic." Its own example, a backend whose port 1024 carries the
+    root's port name, "is an invalid configuration. Traffic destined for `birds:8080` will only ever
+    be forwarded to port 8080 on `green-birds`", and "implementations are recommended to issue an
+    event that notifies users traffic will not be split for `blue-birds`"."""
+    grpc = [{"name": "grpc", "port": 8080}]
+    path, config = load(tmp_path, svc("birds", ports=grpc), eps("birds", ["10.1.0.1"]),
+                        svc("blue-birds", ports=[{"name": "grpc", "port": 1024}]),
+                        eps("blue-birds", ["10.1.1.1"], ports=[{"name": "grpc", "port": 1024}]),
+                        svc("green-birds", ports=grpc), eps("green-birds", ["10.1.2.1"], ports=[{"name": "grpc", "port": 8080}]),
+                        ts("s", "birds", [("blue-birds", 1), ("green-birds", 1)]))
     [port] = config.split_ports
-    assert port.port_name == "http"
-    assert [str(w.endpoint) for w in port.endpoints] == ["10.1.1.1:8081"]
+    assert by_backend(port) == {"green-birds": 1}
+    assert [str(w.endpoint) for w in port.endpoints] == ["10.1.2.1:8080"]
+    assert [str(d) for d in config.warnings] == [
+        f'{path}: TrafficSplit default/s: spec.backends[0].service: backend Service default/blue-birds has no TCP '
+        'port 8080 (its port "grpc" is 1024: SMI matches a backend\'s port to the root\'s by number, not by name): '
+        "it gets no traffic on port 8080"]
+
+
+def test_target_port_is_mapped_per_backend(tmp_path):
+    """SMI v1alpha4, "Ports": "Mapping between `port` and `targetPort` occurs on each backend service
+    individually." (green-birds' 8080 goes to 8081 on its pods)."""
+    grpc = [{"name": "grpc", "port": 8080}]
+    _, config = load(tmp_path, svc("birds", ports=grpc),
+                     svc("blue-birds", ports=grpc), eps("blue-birds", ["10.1.1.1"], ports=[{"name": "grpc", "port": 8080}]),
+                     svc("green-birds", ports=[{"name": "grpc", "port": 8080, "targetPort": 8081}]),
+                     eps("green-birds", ["10.1.2.1"], ports=[{"name": "grpc", "port": 8081}]),
+                     ts("s", "birds", [("blue-birds", 1), ("green-birds", 1)]))
+    assert [str(w.endpoint) for w in config.split_ports[0].endpoints] == ["10.1.1.1:8080", "10.1.2.1:8081"]
 
 
 def test_backend_port_matched_by_number_when_no_name_matches(tmp_path):
@@ -264,7 +286,7 @@ def test_backend_without_a_matching_port_is_excluded_with_a_warning(tmp_path):
     assert by_backend(config.split_ports[0]) == {"my-app-v1": 1}
     assert [str(d) for d in config.warnings] == [
         f"{path}: TrafficSplit default/s: spec.backends[1].service: backend Service default/odd has no TCP port "
-        "matching root port 80: it gets no traffic on port 80"]
+        "80: it gets no traffic on port 80"]
 
 
 def test_every_tcp_port_of_the_root_is_split_and_udp_is_left_alone(tmp_path):
@@ -292,17 +314,18 @@ def test_dual_stack_gives_one_split_port_per_cluster_ip_with_same_family_endpoin
     assert [(w.backend, w.endpoint, w.share) for w in v6.endpoints] == [("a", Endpoint("fd00::1:1", 8080), 1)]
     assert [str(d) for d in config.warnings] == [
         f"{path}: TrafficSplit default/s: spec.backends[1].service: backend Service default/b has no ready IPv6 "
-        "endpoints for port 80: it gets no traffic on 80"]
+        "endpoints for port 80: it gets no traffic on port 80"]
 
 
 # -- roots that cannot be split, conflicts -------------------------------------------------------------
 
-def test_missing_root_is_a_warning_and_no_split_port(tmp_path):
+def test_missing_root_is_a_warning_and_no_split_port_and_backends_are_still_checked(tmp_path):
     path, config = load(tmp_path, ts("s", "nowhere", [("a", 1)]))
     assert config.split_ports == () and not config.has_errors
     assert [str(d) for d in config.warnings] == [
         f"{path}: TrafficSplit default/s: spec.service: root Service default/nowhere does not exist: "
-        "nothing to intercept"]
+        "nothing to intercept",
+        f"{path}: TrafficSplit default/s: spec.backends[0].service: backend Service default/a does not exist"]
 
 
 def test_headless_root_is_skipped_with_a_warning(tmp_path):

@@ -59,7 +59,7 @@ def test_route_on_a_service_parent_splits_every_root_port(tmp_path, kind, versio
 
 
 def test_parent_port_limits_the_root_port_and_weight_defaults_to_one(tmp_path):
-    _, config = load(tmp_path, *WORLD, route([{"name": "v1"}, {"name": "v2", "weight": 3}],
+    _, config = load(tmp_path, *WORLD, route([{"name": "v1", "port": 9000}, {"name": "v2", "port": 9000, "weight": 3}],
                                               parents=[{"kind": "Service", "group": "core", "name": "my-app",
                                                         "port": 9000}]))
     [port] = config.split_ports
@@ -69,7 +69,7 @@ def test_parent_port_limits_the_root_port_and_weight_defaults_to_one(tmp_path):
 
 
 def test_section_name_limits_the_root_port_by_name(tmp_path):
-    _, config = load(tmp_path, *WORLD, route([{"name": "v2"}], parents=[
+    _, config = load(tmp_path, *WORLD, route([{"name": "v2", "port": 9000}], parents=[
         {"group": "", "kind": "Service", "name": "my-app", "sectionName": "admin"}]))
     assert [p.port for p in config.split_ports] == [9000]
 
@@ -79,19 +79,29 @@ def test_routes_attached_to_gateways_are_ignored(tmp_path):
     assert config.splits == () and config.split_ports == () and config.diagnostics == ()
 
 
-def test_backend_ref_port_missing_on_backend_is_a_warning(tmp_path):
+def test_backend_ref_port_missing_on_backend_keeps_its_weight_and_its_share_is_refused(tmp_path):
+    """Gateway API, TCPRoute backendRefs: "If unspecified or invalid (refers to a non-existent
+    resource or a Service with no endpoints), the underlying implementation MUST actively reject
+    connection attempts to this backend. Connection rejections must respect weight; if an invalid
+    backend is requested to have 80% of connections, then 80% of connections must be rejected
+    instead." """
     path, config = load(tmp_path, *WORLD, route([{"name": "v1", "port": 80}, {"name": "v2", "port": 81}],
                                                  parents=[{"group": "", "kind": "Service", "name": "my-app", "port": 80}]))
-    assert shares(config.split_ports[0]) == {"v1": 1}
+    [port] = config.split_ports
+    assert shares(port) == {"v1": F(1, 2)}
+    assert [(r.backend, r.share) for r in port.refused] == [("v2", F(1, 2))]
+    assert [(b.service, b.share, b.resolved) for b in port.backends] == [("v1", F(1, 2), True), ("v2", F(1, 2), False)]
+    assert not port.refuse
     assert [str(d) for d in config.warnings] == [
         f"{path}: HTTPRoute default/r: spec.rules[0].backendRefs[1].name: backend Service default/v2 has no TCP "
-        "port 81: it gets no traffic on port 80"]
+        "port 81: its share of new connections to port 80 is refused (Gateway API keeps an unusable "
+        "backendRef's weight)"]
 
 
 def test_l7_matches_filters_and_extra_rules_are_reported_not_enforced(tmp_path):
-    doc = route([{"name": "v1"}], matches=[{"headers": [{"name": "x-canary", "value": "1"}]}],
+    doc = route([{"name": "v1", "port": 80}], matches=[{"headers": [{"name": "x-canary", "value": "1"}]}],
                 filters=[{"type": "RequestHeaderModifier"}])
-    doc["spec"]["rules"].append({"backendRefs": [{"name": "v2"}]})
+    doc["spec"]["rules"].append({"backendRefs": [{"name": "v2", "port": 80}]})
     path, config = load(tmp_path, *WORLD, doc)
     assert [(d.field, d.message) for d in config.warnings] == [
         ("spec.rules", "has 2 rules: only rules[0] is used (a kernel dataplane splits connections; choosing "
@@ -103,15 +113,15 @@ def test_l7_matches_filters_and_extra_rules_are_reported_not_enforced(tmp_path):
 
 
 def test_the_default_path_match_is_not_an_l7_warning(tmp_path):
-    _, config = load(tmp_path, *WORLD, route([{"name": "v1"}], matches=[{"path": {"type": "PathPrefix", "value": "/"}}]))
+    _, config = load(tmp_path, *WORLD, route([{"name": "v1", "port": 80}], matches=[{"path": {"type": "PathPrefix", "value": "/"}}]))
     assert config.diagnostics == ()
 
 
 @pytest.mark.parametrize("refs, expected", [
-    ([{"name": "v1", "weight": 1_000_001}], 'spec.rules[0].backendRefs[0].weight: "1000001" is above the maximum 1000000'),
-    ([{"name": "v1", "weight": -5}], 'spec.rules[0].backendRefs[0].weight: "-5" is negative'),
-    ([{"name": "v1", "weight": "lots"}], 'spec.rules[0].backendRefs[0].weight: "lots" is not a whole number'),
-    ([{"name": f"b{i}"} for i in range(17)], "spec.rules[0].backendRefs: has 17 entries; at most 16 are allowed"),
+    ([{"name": "v1", "port": 80, "weight": 1_000_001}], 'spec.rules[0].backendRefs[0].weight: "1000001" is above the maximum 1000000'),
+    ([{"name": "v1", "port": 80, "weight": -5}], 'spec.rules[0].backendRefs[0].weight: "-5" is negative'),
+    ([{"name": "v1", "port": 80, "weight": "lots"}], 'spec.rules[0].backendRefs[0].weight: "lots" is not a whole number'),
+    ([{"name": f"b{i}", "port": 80} for i in range(17)], "spec.rules[0].backendRefs: has 17 entries; at most 16 are allowed"),
     ([{"name": "v1", "port": 80}, {"name": "v1", "port": 80}],
      'spec.rules[0].backendRefs[1].name: "v1" is listed twice (first at spec.rules[0].backendRefs[0].name)'),
     ([{"port": 80}], "spec.rules[0].backendRefs[0].name: is required"),
@@ -129,14 +139,14 @@ def test_sixteen_backend_refs_are_fine(tmp_path):
 
 
 def test_non_service_and_cross_namespace_backends_are_ignored_with_warnings(tmp_path):
-    path, config = load(tmp_path, *WORLD, route([{"name": "v1"}, {"name": "bucket", "kind": "S3", "group": "x.io"},
-                                                  {"name": "v2", "namespace": "other"}]))
+    path, config = load(tmp_path, *WORLD, route([{"name": "v1", "port": 80}, {"name": "bucket", "kind": "S3", "group": "x.io"},
+                                                  {"name": "v2", "port": 80, "namespace": "other"}]))
     assert [d.field for d in config.warnings] == ["spec.rules[0].backendRefs[1]", "spec.rules[0].backendRefs[2].namespace"]
     assert [b.service for b in config.splits[0].backends] == ["v1"]
 
 
 def test_a_route_and_a_traffic_split_for_one_root_conflict(tmp_path):
-    older = route([{"name": "v2"}])
+    older = route([{"name": "v2", "port": 80}])
     older["metadata"]["creationTimestamp"] = "2024-01-01T00:00:00Z"
     smi = {"apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
            "metadata": {"name": "ts", "creationTimestamp": "2024-06-01T00:00:00Z"},

@@ -44,7 +44,8 @@ def test_a_root_without_cluster_ip_cannot_be_split(tmp_path):
                         "spec: {service: s, backends: [{service: b, weight: 1}]}\n")
     assert config.split_ports == ()
     assert [str(d) for d in config.warnings] == [
-        f"{path}: TrafficSplit ns/x: spec.service: root Service ns/s has no clusterIP: nothing to intercept"]
+        f"{path}: TrafficSplit ns/x: spec.service: root Service ns/s has no clusterIP: nothing to intercept",
+        f"{path}: TrafficSplit ns/x: spec.backends[0].service: backend Service ns/b does not exist"]
 
 
 @pytest.mark.parametrize("spec, expected", [
