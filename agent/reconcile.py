@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from kernsplit.agent.dataplane.base import Dataplane, SyncResult
 from kernsplit.agent.model import Config, SplitPort, load_config
+from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
 from kernsplit.agent.watch import Watcher
 
 log = logging.getLogger("kernsplit.agent")
@@ -38,14 +39,15 @@ def _fields(d) -> dict:
 
 class Reconciler:
     def __init__(self, dataplane: Dataplane, paths: Sequence[str | os.PathLike],
-                 timing: Timing = Timing()) -> None:
+                 timing: Timing = Timing(), *, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
         self.dataplane = dataplane
         self.paths = [os.fspath(p) for p in paths]
         self.timing = timing
+        self.cluster_domain = cluster_domain
 
     def load(self) -> Config | None:
         """The config, or None when it has errors (each one logged: file, object, field)."""
-        config = load_config(self.paths)
+        config = load_config(self.paths, cluster_domain=self.cluster_domain)
         for d in config.warnings:
             log.warning("config: %s", d, extra=_fields(d))
         for d in config.errors:

@@ -9,7 +9,7 @@ import threading
 import click
 
 from kernsplit.agent import logs
-from kernsplit.agent.commands.params import NETNS
+from kernsplit.agent.commands.params import NETNS, cluster_domain_option
 
 log = logging.getLogger("kernsplit.agent")
 
@@ -49,8 +49,9 @@ def _stop_on_signals() -> threading.Event:
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
+@cluster_domain_option
 def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resync_interval, log_format,
-          log_level, cleanup, iptables_mode):
+          log_level, cleanup, iptables_mode, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     if not cleanup and not config_paths:
@@ -74,7 +75,7 @@ def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resyn
     except (OSError, RuntimeError, ValueError) as exc:
         log.error("%s dataplane: %s", dataplane, exc)
         sys.exit(1)
-    reconciler = Reconciler(dp, config_paths, Timing(resync_interval=resync_interval))
+    reconciler = Reconciler(dp, config_paths, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain)
     if once:
         sys.exit(reconciler.once())
     stop = _stop_on_signals()

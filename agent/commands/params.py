@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN, DNS1123_SUBDOMAIN, name_problem
 from kernsplit.agent.netns import netns_path
 
 
@@ -31,3 +32,25 @@ def missing_netns(value: str) -> str | None:
 
 
 NETNS = NetnsParam()
+
+
+class ClusterDomainParam(click.ParamType):
+    """The cluster's DNS domain (kubelet's --cluster-domain): a DNS-1123 subdomain."""
+
+    name = "DOMAIN"
+
+    def convert(self, value, param, ctx):
+        domain = str(value).strip(".")
+        problem = name_problem(domain, DNS1123_SUBDOMAIN)
+        if problem:
+            self.fail(problem, param, ctx)
+        return domain
+
+
+CLUSTER_DOMAIN = ClusterDomainParam()
+
+
+def cluster_domain_option(func):
+    return click.option("--cluster-domain", type=CLUSTER_DOMAIN, default=DEFAULT_CLUSTER_DOMAIN, show_default=True,
+                        help="The cluster's DNS domain: completes Service DNS names in splits "
+                             "(name.namespace.svc.DOMAIN).")(func)

@@ -6,9 +6,11 @@ Exit status: 1 when the configuration has errors (the agent would refuse it), 0 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import click
 
+from kernsplit.agent.commands.params import cluster_domain_option
 from kernsplit.agent.model import Config, load_config
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -26,24 +28,32 @@ def _describe(port: SplitPort) -> str:
     head = f"{port.split_kind} {port.namespace}/{port.split}: {port.service} {port.cluster_ip}:{port.port}"
     if port.port_name:
         head += f" ({port.port_name})"
-    if port.refuse:
-        return f"{head} -> refuse connections (no endpoints)"
     counts: dict[str, int] = {}
-    shares: dict[str, object] = {}
+    shares: dict[str, Fraction] = {}
     for weighted in port.endpoints:
         counts[weighted.backend] = counts.get(weighted.backend, 0) + 1
-        shares[weighted.backend] = shares.get(weighted.backend, 0) + weighted.share
-    parts = [f"{name} {float(shares[name]) * 100:.4g}% ({_plural(counts[name], 'endpoint')})" for name in counts]
+        shares[weighted.backend] = shares.get(weighted.backend, Fraction(0)) + weighted.share
+    draining = {b.service for b in port.backends if b.terminating}
+    parts = [f"{name} {_percent(shares[name])} ({_plural(counts[name], 'endpoint')}"
+             f"{', terminating: the last resort' if name in draining else ''})" for name in counts]
+    parts += [f"{r.backend} {_percent(r.share)} refused" for r in port.refused]
+    if port.refuse:
+        return f"{head} -> refuse connections (no endpoints: " + ", ".join(parts) + ")"
     return f"{head} -> " + ", ".join(parts)
+
+
+def _percent(share: Fraction) -> str:
+    return f"{float(share) * 100:.4g}%"
 
 
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one line per problem and per split port, then a summary; json: everything.")
-def validate(paths: tuple[str, ...], output: str) -> None:
+@cluster_domain_option
+def validate(paths: tuple[str, ...], output: str, cluster_domain: str) -> None:
     """Check Kubernetes manifests (files or directories) and show how each split resolves."""
-    config = load_config(paths)
+    config = load_config(paths, cluster_domain=cluster_domain)
     if output == "json":
         click.echo(json.dumps(config.to_json(), indent=2))
     else:

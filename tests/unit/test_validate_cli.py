@@ -71,7 +71,7 @@ def test_warnings_only_exit_zero(tmp_path):
     lines = result.output.splitlines()
     assert all(line.startswith("warning: ") for line in lines[:-2])
     assert lines[-2] == ("TrafficSplit default/my-app-split: my-app 10.100.200.30:80 -> refuse connections "
-                         "(no endpoints)")
+                         "(no endpoints: my-app 100% refused)")
     assert lines[-1] == "1 split, 1 split port, 0 errors, 3 warnings"
 
 
@@ -83,3 +83,64 @@ def test_missing_path_exits_one():
 
 def test_a_path_is_required():
     assert run().exit_code == 2
+
+
+ROUTE_WORLD = """\
+apiVersion: v1
+kind: Service
+metadata: {name: my-app}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v1}
+spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: v1-a, labels: {kubernetes.io/service-name: v1}}
+addressType: IPv4
+ports: [{name: http, port: 80}]
+endpoints:
+- {addresses: [10.1.1.1], conditions: {ready: false, serving: true, terminating: true}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{group: core, kind: Service, name: my-app.default.svc.example.org, port: 80}]
+  rules: [{backendRefs: [{name: v1, port: 80, weight: 3}, {name: gone, port: 80, weight: 1}]}]
+"""
+
+
+def test_validate_shows_refused_shares_and_terminating_endpoints(tmp_path):
+    (tmp_path / "r.yaml").write_text(ROUTE_WORLD.replace(".default.svc.example.org", ""))
+    result = run(str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-2] == (
+        "HTTPRoute default/r: my-app 10.96.0.10:80 (http) -> v1 75% (1 endpoint, terminating: the last resort), "
+        "gone 25% refused")
+
+
+def test_cluster_domain_option_completes_dns_names(tmp_path):
+    (tmp_path / "r.yaml").write_text(ROUTE_WORLD.replace("kind: HTTPRoute", "kind: HTTPRoute").replace(
+        "name: my-app.default.svc.example.org", "name: my-app"))
+    ts = ("apiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\nmetadata: {name: s}\n"
+          "spec: {service: my-app.default.svc.example.org, backends: [{service: v1, weight: 1}]}\n")
+    (tmp_path / "s.yaml").write_text(ts)
+    assert run(str(tmp_path / "s.yaml")).exit_code == 1
+    result = run(str(tmp_path / "s.yaml"), "--cluster-domain", "example.org")
+    assert result.exit_code == 0, result.output
+    assert run(str(tmp_path / "s.yaml"), "--cluster-domain", "Bad_Domain").exit_code == 2
+
+
+def test_the_agent_takes_cluster_domain_too(tmp_path):
+    from kernsplit.agent.reconcile import Reconciler
+    ts = ("apiVersion: v1\nkind: Service\nmetadata: {name: my-app}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n"
+          "---\napiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\nmetadata: {name: s}\n"
+          "spec: {service: my-app.default.svc.example.org, backends: [{service: my-app, weight: 1}]}\n")
+    (tmp_path / "s.yaml").write_text(ts)
+    assert Reconciler(None, [tmp_path], cluster_domain="example.org").load().split_ports
+    assert Reconciler(None, [tmp_path]).load() is None
+    help_text = CliRunner().invoke(main, ["agent", "--help"]).output
+    assert "--cluster-domain" in help_text
