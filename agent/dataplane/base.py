@@ -21,7 +21,8 @@ class ObservedBackend:
     service: str          # backend Service name
     weight: int           # configured (normalised) weight, as recorded in the kernel
     share: Fraction       # desired share, as programmed
-    connections: int      # new connections the kernel sent to this backend since install
+    connections: int      # new connections the kernel sent to (or refused for) this backend since install
+    terminating: bool = False   # served by terminating endpoints (none ready), as recorded in the kernel
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.exec import Family
 from kernsplit.agent.iptables.saved import parse_save
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 
 GOLDEN = Path(__file__).parent / "golden" / "dataplane"
 
@@ -51,6 +51,11 @@ SEVENTY = split_port({"a": 70, "b": 30, "c": 0}, {"a": ["10.1.1.1"], "b": ["10.1
 TEN = split_port({f"b{i}": 1 for i in range(10)}, {f"b{i}": [f"10.1.2.{i + 1}"] for i in range(10)},
                  ip="10.100.200.32", service="ten")
 REFUSE = split_port({"gone": 1}, {}, ip="10.100.200.33", service="empty")
+# A Gateway route whose backendRef `gone` does not resolve: it keeps weight 1 and its quarter is refused.
+ROUTE = SplitPort("default", "routed", "r", "HTTPRoute", "10.100.200.34", 80, "http", "TCP",
+                  (WeightedEndpoint("v1", Endpoint("10.1.3.1", 8080), Fraction(3, 4)),),
+                  (BackendShare("v1", 3, Fraction(3, 4), True), BackendShare("gone", 1, Fraction(1, 4), False)),
+                  (RefusedShare("gone", Fraction(1, 4)),))
 V6 = split_port({"v1": 900, "v2": 100}, {"v1": ["fd00:1::1"], "v2": ["fd00:1::2"]}, ip="fd00:200::30",
                 service="six")
 
@@ -60,6 +65,7 @@ CASES = {
     "ten-equal": ([TEN], Family.V4),
     "refuse": ([REFUSE], Family.V4),
     "mixed": ([SEED, REFUSE, V6], Family.V4),
+    "route-refused-share": ([ROUTE], Family.V4),
     "ipv6": ([V6, SEED], Family.V6),
 }
 
@@ -79,7 +85,7 @@ def test_every_jump_target_exists_and_names_fit(case):
     ports, family = CASES[case]
     rs = plan(ports, family)
     builtin = {"nat": {"PREROUTING", "OUTPUT", "POSTROUTING"}, "filter": {"INPUT", "FORWARD", "OUTPUT"}}
-    standard = {"DNAT", "REJECT", "RETURN", "ACCEPT", "MASQUERADE"}
+    standard = {"DNAT", "REJECT", "RETURN", "ACCEPT", "MASQUERADE", "MARK"}
     for table in rs.tables:
         declared = {c.name for c in table.chains}
         for c in table.chains:
@@ -113,9 +119,9 @@ def _kernel_shares(rs: Ruleset) -> list[Fraction]:
     return shares
 
 
-@pytest.mark.parametrize("sp", [SEED, SEVENTY, TEN], ids=["seed", "70-30-0", "ten"])
+@pytest.mark.parametrize("sp", [SEED, SEVENTY, TEN, ROUTE], ids=["seed", "70-30-0", "ten", "route-refused-share"])
 def test_probabilities_realise_exact_shares(sp):
-    want = [we.share for we in sp.endpoints]
+    want = [c.share for c in sp.choices]
     got = _kernel_shares(plan([sp]))
     assert len(got) == len(want)
     for g, w in zip(got, want):
@@ -149,7 +155,7 @@ def test_one_chain_per_split_port_however_many_endpoints():
     rs = plan([SEED, SEVENTY, TEN])
     nat = rs.table("nat")
     assert [c.name for c in nat.chains] == [names.SERVICES, *(names.svc_chain(sp) for sp in (SEED, SEVENTY, TEN)),
-                                            names.HAIRPIN]
+                                            names.REFUSE, names.HAIRPIN]
     dnats = [r for c in nat.chains for r in c.rules if r.target == "DNAT"]
     assert len(dnats) == len(SEED.endpoints) + len(SEVENTY.endpoints) + len(TEN.endpoints)
 
@@ -166,6 +172,22 @@ def test_observe_reads_metadata_and_counters_from_saved_text():
     assert [(b.service, b.weight, b.share, b.connections) for b in seed.backends] == \
         [("my-app-v1", 900, Fraction(9, 10), 21), ("my-app-v2", 100, Fraction(1, 10), 21)]
     assert splits["empty"].refuse and splits["empty"].backends[0].connections == 0
+
+
+def test_observe_counts_a_refused_share_against_its_backend():
+    text = render_full(plan([ROUTE]))
+    saved = [f"[5:300] {line}" if line.startswith("-A KS-SVC-") and "endpoint=" in line else line
+             for line in text.splitlines()]
+    [split] = observe_tables(parse_save(as_saved("\n".join(saved))))
+    assert not split.refuse
+    assert [(b.service, b.share, b.connections) for b in split.backends] == [
+        ("v1", Fraction(3, 4), 5), ("gone", Fraction(1, 4), 5)]
+
+
+def test_the_refused_slot_is_a_weighted_rule_like_a_dnat():
+    svc = plan([ROUTE]).table("nat").chain(names.svc_chain(ROUTE))
+    assert [r.target for r in svc.rules] == [None, "DNAT", names.REFUSE]
+    assert svc.rules[1].args[svc.rules[1].args.index("--probability") + 1] == probability.render(Fraction(3, 4))
 
 
 def test_comments_parse_back_as_shell_words():

@@ -57,7 +57,7 @@ def test_hairpin_rule_per_distinct_endpoint_ip_of_the_family():
     sources = [r.args[1] for r in hairpin[1:]]
     assert sources == [f"10.1.0.{i}/32" for i in (1, 2, 3, 4, 5, 6, 9)]        # 10.1.0.1 once
     assert all(r.args[1] == r.args[3] and r.target == "MASQUERADE" for r in hairpin[1:])
-    assert plan([REFUSE]).table("nat") is None                                  # nothing DNATed, no chain
+    assert plan([REFUSE]).table("nat").chain(names.HAIRPIN).rules == (hairpin[0],)   # nothing DNATed, no rule
 
 
 def test_buried_jump_is_moved_back_to_the_top_in_one_change():
@@ -79,18 +79,33 @@ def test_chains_of_the_earlier_sep_layout_are_ours_and_removed():
     old = ("*nat\n:KS-SERVICES - [0:0]\n:KS-SVC-A - [0:0]\n:KS-SEP-B - [0:0]\n"
            "-A KS-SVC-A -j KS-SEP-B\n-A KS-SEP-B -p tcp -j DNAT --to-destination 10.1.0.1:8080\nCOMMIT\n")
     changes = diff(plan([SEED]), owned(Family.V4, parse_save(old)))
-    assert set(changes.tables[0].delete) == {"KS-SVC-A", "KS-SEP-B"}
+    nat = next(t for t in changes.tables if t.name == "nat")
+    assert set(nat.delete) == {"KS-SVC-A", "KS-SEP-B"}
 
 
 def test_removed_split_deletes_its_chains_and_jumps_when_nothing_is_left():
     have = _kernel_after(SEED, REFUSE)
     text = render_changes(diff(plan([SEED]), have))
-    assert "-X KS-REJECT" in text
-    assert "-D OUTPUT -m comment --comment \"kernsplit: refuse split services without endpoints\" -j KS-REJECT" in text
-    assert "*nat" not in text                        # nothing changed there
+    assert f"-X {names.svc_chain(REFUSE)}" in text
+    assert "*filter" not in text                     # the static reject rule stays while any split does
     everything = render_changes(diff(plan([]), have))
-    assert all(f"-X {c}" in everything for c in (names.SERVICES, names.REJECT, names.svc_chain(SEED)))
+    assert all(f"-X {c}" in everything for c in (names.SERVICES, names.REJECT, names.REFUSE, names.svc_chain(SEED)))
     assert "-D PREROUTING" in everything and "FOREIGN" not in everything
+
+
+def test_each_commit_alone_is_safe_the_filter_reject_comes_before_nat_marks_and_goes_after():
+    """A restore cut between tables must never leave nat marking connections that nothing rejects."""
+    first = render_changes(diff(plan([SEED, REFUSE]), Ruleset(Family.V4, ())))
+    assert first.index("*filter") < first.index("*nat")
+    last = render_changes(diff(plan([]), _kernel_after(SEED, REFUSE)))
+    assert last.index("*nat") < last.index("*filter")
+
+
+def test_a_served_refused_change_rewrites_nat_only():
+    served = split_port({"a": 1}, {"a": ["10.1.0.9"]}, ip="10.100.200.33", service="empty")
+    for before, after in ((served, REFUSE), (REFUSE, served)):
+        text = render_changes(diff(plan([SEED, after]), _kernel_after(SEED, before)))
+        assert text.startswith("*nat\n") and "*filter" not in text, text
 
 
 def test_missing_jump_and_edited_rule_are_repaired():

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kernsplit.agent.model.resolved import BackendShare, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.resolved import BackendShare, RefusedShare, SplitPort, WeightedEndpoint
 
 OWNER = "kernsplit"
+REFUSED = "refuse"     # the `endpoint` of a refused share's slot
 MAX_COMMENT = 255      # XT_MAX_COMMENT_LEN (256) minus the terminating NUL
 
 
@@ -30,6 +31,8 @@ def root(sp: SplitPort) -> str:
 
 
 def backend(b: BackendShare) -> str:
+    if b.terminating:   # served by terminating endpoints, the last resort: `show` says so
+        return _words(backend=b.service, weight=b.weight, share=b.share, terminating="yes")
     return _words(backend=b.service, weight=b.weight, share=b.share)
 
 
@@ -38,6 +41,12 @@ def endpoint(sp: SplitPort, we: WeightedEndpoint) -> str:
     # identify the rule when a rewrite carries its counter over. Those come first: a truncated
     # comment (very long names) loses the informative tail, never the identity.
     return _words(backend=we.backend, endpoint=we.endpoint, share=we.share, root=f"{sp.root}:{sp.port}")
+
+
+def refused(sp: SplitPort, share: RefusedShare) -> str:
+    # Shaped like an endpoint's comment (`endpoint=refuse`), so counters are carried and counted the
+    # same way: a refused share is a slot of its backend.
+    return _words(backend=share.backend, endpoint=REFUSED, share=share.share, root=f"{sp.root}:{sp.port}")
 
 
 def jump(purpose: str) -> str:

@@ -93,8 +93,11 @@ def _table_changes(name: str, want: Table | None, have: Table | None) -> TableCh
 
 
 def diff(desired: Ruleset, observed: Ruleset) -> Changes:
+    """Tables come in the order each commit alone is safe in: while the filter table (the static
+    reject of connections nat marks) is wanted, it is written before nat, which may start marking;
+    when it goes, nat (which stops marking) is written first."""
     found = []
-    for name in TABLES:
+    for name in (("filter", "nat") if desired.table("filter") is not None else TABLES):
         tc = _table_changes(name, desired.table(name), observed.table(name))
         if not tc.empty:
             found.append(tc)

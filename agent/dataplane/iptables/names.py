@@ -11,7 +11,8 @@ import hashlib
 from kernsplit.agent.model.resolved import SplitPort
 
 SERVICES = "KS-SERVICES"     # nat: one rule per split port -> its KS-SVC chain
-REJECT = "KS-REJECT"         # filter: one REJECT rule per split port that must refuse
+REJECT = "KS-REJECT"         # filter: rejects connections nat marked as refused (one static rule)
+REFUSE = "KS-REFUSE"         # nat: marks a refused connection and ends the nat walk (see `refuse`)
 HAIRPIN = "KS-POSTROUTING"   # nat: masquerade connections DNATed back to their own source (hairpin)
 LEGACY_SEP = "KS-SEP-"       # per-endpoint chains of the earlier layout: never created any more
 
@@ -35,4 +36,4 @@ def is_ours(chain: str) -> bool:
 
     KS-SEP-* (per-endpoint chains of the earlier layout) are no longer planned but stay ours, so a
     sync over a kernel programmed by an older agent deletes them."""
-    return chain in (SERVICES, REJECT, HAIRPIN) or chain.startswith(("KS-SVC-", LEGACY_SEP))
+    return chain in (SERVICES, REJECT, REFUSE, HAIRPIN) or chain.startswith(("KS-SVC-", LEGACY_SEP))

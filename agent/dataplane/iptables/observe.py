@@ -26,7 +26,8 @@ def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Cou
         return None
     backends = tuple(
         ObservedBackend(service=p["backend"], weight=int(p.get("weight", 0)),
-                        share=Fraction(p.get("share", "0")), connections=counts.get(p["backend"], 0))
+                        share=Fraction(p.get("share", "0")), connections=counts.get(p["backend"], 0),
+                        terminating=p.get("terminating") == "yes")
         for p in parsed if p and "backend" in p)
     namespace, _, service = root["root"].partition("/")
     split = root.get("split", "").partition("/")[2]
@@ -36,7 +37,7 @@ def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Cou
 
 
 def _counts(nat: SavedTable, svc_chain: str) -> Counter:
-    """Connections per backend name, summed over the DNAT rules of this SVC chain."""
+    """Connections per backend name, summed over the slot rules (DNAT or refused) of this SVC chain."""
     counts: Counter = Counter()
     for rule in nat.rules_of(svc_chain):
         # A kernel still holding the earlier layout (SVC -> KS-SEP chain -> DNAT) is read too, so
@@ -44,7 +45,7 @@ def _counts(nat: SavedTable, svc_chain: str) -> Counter:
         dnats = nat.rules_of(rule.target) if (rule.target or "").startswith(names.LEGACY_SEP) else [rule]
         for dnat in dnats:
             meta = comments.parse(dnat.comment)
-            if meta and "backend" in meta and dnat.target == "DNAT":
+            if meta and "backend" in meta and dnat.target in ("DNAT", names.REFUSE):
                 counts[meta["backend"]] += dnat.packets or 0
     return counts
 
@@ -56,7 +57,8 @@ def observe_tables(saved: dict[str, SavedTable]) -> list[ObservedSplit]:
         for rule in nat.rules_of(names.SERVICES):
             svc = rule.target or ""
             metadata = [r for r in nat.rules_of(svc) if r.target is None]
-            split = _split(rule, metadata, False, _counts(nat, svc))
+            refusing = not any(r.target == "DNAT" for r in nat.rules_of(svc))
+            split = _split(rule, metadata, refusing, _counts(nat, svc))
             if split:
                 found.append(split)
     flt = saved.get("filter")

@@ -4,24 +4,23 @@ No subprocess, no files. Layout (kube-proxy's, with weights):
 
     nat    PREROUTING, OUTPUT -> KS-SERVICES        (every jump is the first rule of its built-in chain)
            KS-SERVICES: -d CLUSTERIP -p tcp --dport PORT -> KS-SVC-<hash>     (one rule per split port)
-           KS-SVC-<hash>: rule i `-m statistic --probability p_i -j DNAT --to-destination IP:PORT`,
-                          last unconditional                                   (one rule per endpoint)
+           KS-SVC-<hash>: rule i `-m statistic --probability p_i` then `-j DNAT --to-destination IP:PORT`
+                          for a served share or `-j KS-REFUSE` for a refused one; last unconditional
+           KS-REFUSE: mark the connection, end the nat walk                    (static, see `refuse`)
            POSTROUTING -> KS-POSTROUTING: masquerade hairpin connections only      (see `hairpin`)
     filter INPUT, FORWARD, OUTPUT -> KS-REJECT
-           KS-REJECT: -d CLUSTERIP -p tcp --dport PORT -j REJECT --reject-with tcp-reset
+           KS-REJECT: marked new connections -> REJECT --reject-with tcp-reset  (static, see `refuse`)
 
-REJECT is not allowed in the nat table, so refusing split ports live in the filter table. A refused
-port has no nat rule, so its packets reach filter with the ClusterIP still as destination (connections
-we DNAT carry the endpoint's address by then and never match KS-REJECT). OUTPUT covers local clients;
-INPUT (ClusterIP assigned locally) and FORWARD (routed through) cover clients in other namespaces.
-The tcp-reset makes connect() fail at once with ECONNREFUSED instead of hanging.
+A split port that refuses everything (nothing can serve it) is a KS-SVC chain whose only slot is
+KS-REFUSE, and a Gateway route's refused share is one more slot beside the DNATs: one mechanism,
+decided in nat alone, so a served <-> refused change touches one table (see `refuse`).
 
 The DNAT rules sit directly in the KS-SVC chain (no per-endpoint KS-SEP chain as in kube-proxy):
 one chain per split port instead of one per endpoint. iptables-nft's cost grows faster than
 linearly with the number of chains (10,000 seed splits: 30,001 chains took 38.7 s to restore), while
-rules are cheap. Each DNAT rule's packet counter still counts exactly the connections sent to its
-endpoint, because the nat table only sees a connection's first packet; the dataplane carries those
-counters over when a weight change rewrites the chain (see `carry`).
+rules are cheap. Each slot rule's packet counter still counts exactly the connections sent to its
+endpoint (or refused for its backend), because the nat table only sees a connection's first packet;
+the dataplane carries those counters over when a weight change rewrites the chain (see `carry`).
 """
 from __future__ import annotations
 
@@ -29,13 +28,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kernsplit.agent.dataplane.iptables import comments, hairpin, names, probability
+from kernsplit.agent.dataplane.iptables import comments, hairpin, names, probability, refuse
 from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
 from kernsplit.agent.iptables.exec import Family
-from kernsplit.agent.model.resolved import SplitPort
+from kernsplit.agent.model.resolved import Choice, RefusedShare, SplitPort
 
 NAT_HOOKS = ("PREROUTING", "OUTPUT")
-FILTER_HOOKS = ("INPUT", "FORWARD", "OUTPUT")
 
 
 def family_of(sp: SplitPort) -> Family:
@@ -66,21 +64,28 @@ def _entry(chain: str, sp: SplitPort, metadata: list[str], target: tuple[str, ..
 
 
 def _service_chain(sp: SplitPort) -> Chain:
-    """KS-SVC for one split port: the weighted choice and the DNATs in one chain."""
+    """KS-SVC for one split port: the weighted choice, and the DNATs or refusals, in one chain."""
     svc = names.svc_chain(sp)
-    probs = probability.conditional_probabilities([we.share for we in sp.endpoints])
-    proto = sp.protocol.lower()
+    choices = sp.choices
+    probs = probability.conditional_probabilities([c.share for c in choices])
     # First rule: no target, only the configured backends for `show` (it also counts every new
     # connection to the split port). Kept here rather than on the KS-SERVICES entry so that a weight
     # change rewrites this chain only, not the top chain shared by every split.
     rules = [Rule(svc, _comments(_backends(sp)))]
-    for i, (we, p) in enumerate(zip(sp.endpoints, probs)):
-        last = i == len(sp.endpoints) - 1
+    for i, (choice, p) in enumerate(zip(choices, probs)):
+        last = i == len(choices) - 1
         stat = () if last else ("-m", "statistic", "--mode", "random", "--probability", probability.render(p))
-        # Argument order is the one iptables-save prints, so planned and observed rules compare equal.
-        rules.append(Rule(svc, ("-p", proto, "-m", "comment", "--comment", comments.endpoint(sp, we), *stat,
-                                "-j", "DNAT", "--to-destination", str(we.endpoint))))
+        rules.append(_slot(svc, sp, choice, stat))
     return Chain(svc, tuple(rules))
+
+
+def _slot(svc: str, sp: SplitPort, choice: Choice, stat: tuple[str, ...]) -> Rule:
+    # Argument order is the one iptables-save prints, so planned and observed rules compare equal.
+    if isinstance(choice, RefusedShare):
+        return Rule(svc, ("-p", sp.protocol.lower(), "-m", "comment", "--comment", comments.refused(sp, choice),
+                          *stat, *refuse.target()))
+    return Rule(svc, ("-p", sp.protocol.lower(), "-m", "comment", "--comment", comments.endpoint(sp, choice), *stat,
+                      "-j", "DNAT", "--to-destination", str(choice.endpoint)))
 
 
 def _jumps(hooks: Sequence[str], target: str, purpose: str) -> tuple[Rule, ...]:
@@ -95,44 +100,38 @@ class PortPlan:
     key: tuple[str, int, str]           # SplitPort.key
     family: Family
     order: tuple                        # sort key: (ip address, port, protocol)
-    refuse: bool
-    entry: Rule                         # KS-SERVICES rule (served) or KS-REJECT rule (refused)
-    chain: Chain | None                 # its KS-SVC chain (served only)
+    refuse: bool                        # nothing serves it: every slot refuses
+    entry: Rule                         # its KS-SERVICES rule
+    chain: Chain                        # its KS-SVC chain
     hairpin: tuple[Rule, ...]           # KS-POSTROUTING rules for its endpoint IPs
 
 
 def port_plan(sp: SplitPort) -> PortPlan:
     """The rules of one split port. Pure."""
-    if sp.refuse:
-        entry = _entry(names.REJECT, sp, _backends(sp), ("-j", "REJECT", "--reject-with", "tcp-reset"))
-        return PortPlan(sp.key, family_of(sp), _order(sp), True, entry, None, ())
     entry = _entry(names.SERVICES, sp, [], ("-j", names.svc_chain(sp)))
-    return PortPlan(sp.key, family_of(sp), _order(sp), False, entry, _service_chain(sp),
+    return PortPlan(sp.key, family_of(sp), _order(sp), sp.refuse, entry, _service_chain(sp),
                     hairpin.endpoint_rules(sp))
 
 
 def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Ruleset:
     """The complete set of our chains and jumps for one address family, from per-split-port plans
-    (the first plan per (ip, port, protocol) wins). Pure."""
+    (the first plan per (ip, port, protocol) wins). Pure.
+
+    The filter table comes first: applied in this order, its static reject rule is in place before
+    any nat rule can mark a connection (see `refuse`)."""
     chosen: dict[tuple, PortPlan] = {}
     for pp in port_plans:
         if pp.family is family:
             chosen.setdefault(pp.key, pp)
     ports = sorted(chosen.values(), key=lambda pp: pp.order)
-    served = [pp for pp in ports if not pp.refuse]
-    refused = [pp for pp in ports if pp.refuse]
-    tables = []
-    if served:
-        top = Chain(names.SERVICES, tuple(pp.entry for pp in served))
-        chains = [top, *(pp.chain for pp in served), hairpin.chain(pp.hairpin for pp in served)]
-        jumps = (*_jumps(NAT_HOOKS, names.SERVICES, "split service connections"),
-                 *_jumps(("POSTROUTING",), names.HAIRPIN, "masquerade split connections DNATed to their source"))
-        tables.append(Table("nat", tuple(chains), jumps))
-    if refused:
-        reject = Chain(names.REJECT, tuple(pp.entry for pp in refused))
-        tables.append(Table("filter", (reject,),
-                            _jumps(FILTER_HOOKS, names.REJECT, "refuse split services without endpoints")))
-    return Ruleset(family, tuple(tables))
+    if not ports:
+        return Ruleset(family, ())
+    top = Chain(names.SERVICES, tuple(pp.entry for pp in ports))
+    chains = [top, *(pp.chain for pp in ports), refuse.nat_chain(), hairpin.chain(pp.hairpin for pp in ports)]
+    jumps = (*_jumps(NAT_HOOKS, names.SERVICES, "split service connections"),
+             *_jumps(("POSTROUTING",), names.HAIRPIN, "masquerade split connections DNATed to their source"))
+    reject = Table("filter", (refuse.filter_chain(),), _jumps(refuse.FILTER_HOOKS, names.REJECT, refuse.JUMP_PURPOSE))
+    return Ruleset(family, (reject, Table("nat", tuple(chains), jumps)))
 
 
 def plan(split_ports: Iterable[SplitPort], family: Family = Family.V4) -> Ruleset:
