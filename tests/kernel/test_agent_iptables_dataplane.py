@@ -17,6 +17,7 @@ from fractions import Fraction
 import pytest
 
 from kernsplit.agent.dataplane.iptables import IptablesDataplane
+from kernsplit.agent.dataplane.iptables import names
 from kernsplit.agent.iptables.exec import Backend, Family, save
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
@@ -189,8 +190,9 @@ def test_weight_change_and_removal_converge(netns, mode):
         assert (result.written, result.removed, result.unchanged) == (1, 1, 0)
         topo.connect("10.100.200.30", 80, n=30)
         assert topo.accepted()["10.1.0.2"] == 30
-        flt = save(netns, Backend(mode), Family.V4, table="filter")
-        assert "KS-REJECT" not in flt
+        nat = save(netns, Backend(mode), Family.V4, table="nat")
+        assert names.svc_chain(REFUSE) not in nat and names.REFUSE not in nat
+        assert "KS-REJECT" not in save(netns, Backend(mode), Family.V4, table="filter")   # nothing refuses
         dp.sync([])
         assert "KS-" not in save(netns, Backend(mode), Family.V4)
 

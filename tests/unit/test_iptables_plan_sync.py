@@ -86,8 +86,9 @@ def test_chains_of_the_earlier_sep_layout_are_ours_and_removed():
 def test_removed_split_deletes_its_chains_and_jumps_when_nothing_is_left():
     have = _kernel_after(SEED, REFUSE)
     text = render_changes(diff(plan([SEED]), have))
-    assert f"-X {names.svc_chain(REFUSE)}" in text
-    assert "*filter" not in text                     # the static reject rule stays while any split does
+    assert f"-X {names.svc_chain(REFUSE)}" in text and f"-X {names.REFUSE}" in text
+    assert "-X KS-REJECT" in text                    # nothing refuses any more: the reject rule goes
+    assert text.index("*nat") < text.index("*filter")     # after the last nat rule that marked
     everything = render_changes(diff(plan([]), have))
     assert all(f"-X {c}" in everything for c in (names.SERVICES, names.REJECT, names.REFUSE, names.svc_chain(SEED)))
     assert "-D PREROUTING" in everything and "FOREIGN" not in everything
@@ -101,11 +102,20 @@ def test_each_commit_alone_is_safe_the_filter_reject_comes_before_nat_marks_and_
     assert last.index("*nat") < last.index("*filter")
 
 
-def test_a_served_refused_change_rewrites_nat_only():
+def test_a_served_refused_change_rewrites_nat_only_while_another_port_refuses():
     served = split_port({"a": 1}, {"a": ["10.1.0.9"]}, ip="10.100.200.33", service="empty")
+    other = split_port({"gone": 1}, {}, ip="10.100.200.35", service="other")
     for before, after in ((served, REFUSE), (REFUSE, served)):
-        text = render_changes(diff(plan([SEED, after]), _kernel_after(SEED, before)))
+        text = render_changes(diff(plan([SEED, other, after]), _kernel_after(SEED, other, before)))
         assert text.startswith("*nat\n") and "*filter" not in text, text
+
+
+def test_the_first_refusal_writes_filter_first_and_the_last_removes_it_after_nat():
+    served = split_port({"a": 1}, {"a": ["10.1.0.9"]}, ip="10.100.200.33", service="empty")
+    first = render_changes(diff(plan([SEED, REFUSE]), _kernel_after(SEED, served)))
+    assert first.index("*filter") < first.index("*nat")
+    last = render_changes(diff(plan([SEED, served]), _kernel_after(SEED, REFUSE)))
+    assert last.index("*nat") < last.index("*filter")
 
 
 def test_missing_jump_and_edited_rule_are_repaired():

@@ -101,6 +101,7 @@ class PortPlan:
     family: Family
     order: tuple                        # sort key: (ip address, port, protocol)
     refuse: bool                        # nothing serves it: every slot refuses
+    marks: bool                         # some slot refuses: needs KS-REFUSE and the filter reject rule
     entry: Rule                         # its KS-SERVICES rule
     chain: Chain                        # its KS-SVC chain
     hairpin: tuple[Rule, ...]           # KS-POSTROUTING rules for its endpoint IPs
@@ -109,7 +110,8 @@ class PortPlan:
 def port_plan(sp: SplitPort) -> PortPlan:
     """The rules of one split port. Pure."""
     entry = _entry(names.SERVICES, sp, [], ("-j", names.svc_chain(sp)))
-    return PortPlan(sp.key, family_of(sp), _order(sp), sp.refuse, entry, _service_chain(sp),
+    marks = any(isinstance(c, RefusedShare) for c in sp.choices)
+    return PortPlan(sp.key, family_of(sp), _order(sp), sp.refuse, marks, entry, _service_chain(sp),
                     hairpin.endpoint_rules(sp))
 
 
@@ -117,8 +119,9 @@ def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Rule
     """The complete set of our chains and jumps for one address family, from per-split-port plans
     (the first plan per (ip, port, protocol) wins). Pure.
 
-    The filter table comes first: applied in this order, its static reject rule is in place before
-    any nat rule can mark a connection (see `refuse`)."""
+    KS-REFUSE and the filter table's static reject rule exist while some slot of the family
+    refuses. The filter table comes first: applied in this order, its reject rule is in place
+    before any nat rule can mark a connection (see `refuse`)."""
     chosen: dict[tuple, PortPlan] = {}
     for pp in port_plans:
         if pp.family is family:
@@ -126,12 +129,17 @@ def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Rule
     ports = sorted(chosen.values(), key=lambda pp: pp.order)
     if not ports:
         return Ruleset(family, ())
+    marks = any(pp.marks for pp in ports)
     top = Chain(names.SERVICES, tuple(pp.entry for pp in ports))
-    chains = [top, *(pp.chain for pp in ports), refuse.nat_chain(), hairpin.chain(pp.hairpin for pp in ports)]
+    chains = [top, *(pp.chain for pp in ports), *([refuse.nat_chain()] if marks else []),
+              hairpin.chain(pp.hairpin for pp in ports)]
     jumps = (*_jumps(NAT_HOOKS, names.SERVICES, "split service connections"),
              *_jumps(("POSTROUTING",), names.HAIRPIN, "masquerade split connections DNATed to their source"))
+    nat = Table("nat", tuple(chains), jumps)
+    if not marks:
+        return Ruleset(family, (nat,))
     reject = Table("filter", (refuse.filter_chain(),), _jumps(refuse.FILTER_HOOKS, names.REJECT, refuse.JUMP_PURPOSE))
-    return Ruleset(family, (reject, Table("nat", tuple(chains), jumps)))
+    return Ruleset(family, (reject, nat))
 
 
 def plan(split_ports: Iterable[SplitPort], family: Family = Family.V4) -> Ruleset:

@@ -11,12 +11,12 @@ marked connections with a TCP reset (connect() fails at once with ECONNREFUSED, 
     filter  INPUT, FORWARD, OUTPUT -> KS-REJECT
             KS-REJECT:     -p tcp -m mark --mark MARK/MARK -m conntrack --ctstate NEW -j REJECT --reject-with tcp-reset
 
-This keeps every decision about a split port in one table. A served <-> refused change rewrites
-nat only, and a table commits atomically, so a restore that is cut short (a kill, a failed write)
-leaves each split port wholly old or wholly new: served or refused, never neither, never both.
-The filter part never changes with the config; it exists whenever any split port of ours does.
-The executor orders the tables so that each commit alone is safe: the filter rule goes in before
-(or in a commit before) any nat rule that sets the mark, and comes out after the last one is gone.
+This keeps every decision about a split port in one table, and a table commits atomically: a
+restore that is cut short (a kill, a failed write) leaves each split port wholly old or wholly new,
+served or refused, never neither and never both. The filter part does not depend on which port
+refuses: it exists while any slot of the family refuses (so a namespace that never refuses gets no
+filter table from us). The executor orders the tables so that each commit alone is safe: the
+filter rule goes in before any nat rule that sets the mark, and comes out after the last is gone.
 
 The mark is one bit, 0x1000, set with OR and matched under its own mask, so other bits of the
 packet mark are neither changed nor looked at. Chosen beside the bits others use on Kubernetes
