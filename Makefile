@@ -56,7 +56,7 @@ unit: install
 	$(PY) -m pytest -q -ra tests/unit
 
 kernel: install
-	$(PY) -m pytest -q -ra tests/kernel
+	$(PY) -m pytest -q -ra tests/kernel tests/faults
 
 bench: install
 	$(PY) bench/run.py
