@@ -36,7 +36,7 @@ struct ks_service_key {
 struct ks_service {
 	__u32 split_id;  /* index of the split's counters and metadata */
 	__u32 table;     /* id of the live table in ks_slots: split_id * 2 + generation */
-	__u32 count;     /* slots in that table; 0 means refuse with ECONNREFUSED */
+	__u32 count;     /* slots in that table (>= 1; 0, never written, also refuses) */
 	__u32 flags;
 };
 
@@ -45,13 +45,21 @@ struct ks_slot_key {
 	__u32 slot;
 };
 
-/* One endpoint of a table. Slot i owns the random values (last[i-1], last[i]]; the last slot's
- * `last` is 0xffffffff, so the whole u32 space is covered exactly. */
+/* ks_slot.flags */
+#define KS_SLOT_REFUSE     1       /* no endpoint: the connect fails with ECONNREFUSED */
+/* ks_slot.backend of a refusal that belongs to no listed backend: not counted per backend */
+#define KS_NO_BACKEND      0xffff
+
+/* One share of a table: an endpoint, or a refusal (flags & KS_SLOT_REFUSE: addr and port are
+ * zero). Slot i owns the random values (last[i-1], last[i]]; the last slot's `last` is
+ * 0xffffffff, so the whole u32 space is covered exactly. A Gateway route's backendRef that cannot
+ * serve keeps its weight as a refusal slot; a split port that nothing serves is one refusal slot. */
 struct ks_slot {
 	__u32 last;
 	__u32 addr[4];
 	__u16 port;
 	__u16 backend;   /* index into the split's backends: counters and metadata */
+	__u32 flags;
 };
 
 struct ks_backend_meta {

@@ -65,7 +65,8 @@ static __always_inline int lb_uid_selected(void)
 	return 0;
 }
 
-/* Decide for one connect: pass (not a split of ours), refuse, or rewrite to *out. */
+/* Decide for one connect: pass (not a split of ours), refuse (the chosen slot is a refusal), or
+ * rewrite to *out. */
 static __always_inline int lb_choose(struct ks_service_key *key, struct ks_slot *out)
 {
 	struct ks_service *svc = ks_services.lookup(key);
@@ -76,8 +77,10 @@ static __always_inline int lb_choose(struct ks_service_key *key, struct ks_slot 
 	struct ks_slot *s = lb_search(svc->table, svc->count, bpf_get_prandom_u32());
 	if (!s)
 		return LB_PASS;   /* torn state cannot happen (flip is last); fail open, never hang */
-	__builtin_memcpy(out, s, sizeof(*out));
 	lb_count(svc->split_id, s->backend);
+	if (s->flags & KS_SLOT_REFUSE)
+		return LB_REFUSE; /* a refused share, chosen by weight like an endpoint */
+	__builtin_memcpy(out, s, sizeof(*out));
 	return LB_REWRITE;
 }
 

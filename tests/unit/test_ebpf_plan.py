@@ -5,8 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from kernsplit.agent.dataplane.ebpf import plan
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.dataplane.ebpf import abi, plan
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 
 
 def split(ip="10.100.200.30", port=80, weights=(900, 100), name="my-app-split"):
@@ -63,10 +63,26 @@ def test_removed_split_stops_matching_first():
     assert p.removed == 1 and p.result == {}
 
 
-def test_refusing_split_is_a_service_with_no_slots():
+def test_refusing_split_is_one_refusal_slot_over_the_whole_random_space():
     p = apply({}, [split(weights=(0, 0))])
     flip = next(op for op in p.ops if isinstance(op, plan.WriteService))
-    assert flip.count == 0 and not any(isinstance(op, plan.WriteSlot) for op in p.ops)
+    [slot] = [op.value for op in p.ops if isinstance(op, plan.WriteSlot)]
+    assert flip.count == 1 and slot.refuse and slot.last == 0xFFFFFFFF and (slot.ip, slot.port) == ("0.0.0.0", 0)
+    assert slot.backend == abi.KS_NO_BACKEND     # the root is not among the listed backends: not counted
+    assert next(iter(p.result.values())).image.refuse
+
+
+def test_a_refused_route_share_is_a_slot_of_its_weight_counted_against_its_backend():
+    """Gateway API: "Connection rejections must respect weight" -- the refused quarter owns exactly a
+    quarter of the random space, like an endpoint's share."""
+    sp = SplitPort("default", "my-app", "r", "HTTPRoute", "10.100.200.30", 80, "http", "TCP",
+                   (WeightedEndpoint("v1", Endpoint("10.1.0.1", 8080), Fraction(3, 4)),),
+                   (BackendShare("v1", 3, Fraction(3, 4), True), BackendShare("gone", 1, Fraction(1, 4), False)),
+                   (RefusedShare("gone", Fraction(1, 4)),))
+    img = plan.image(sp)
+    assert [(s.refuse, s.backend) for s in img.slots] == [(False, 0), (True, 1)]
+    assert img.slots[0].last + 1 == 3 << 30 and img.slots[1].last == 0xFFFFFFFF
+    assert not img.refuse
 
 
 def test_weight_zero_backend_gets_no_slot_but_keeps_its_counter_index():

@@ -18,6 +18,8 @@ KS_SPLIT_NAME_LEN = 256
 KS_KIND_LEN = 16
 KS_SCHEMA_LEN = 32
 KS_MAX_SPLIT_UIDS = 8
+KS_SLOT_REFUSE = 1        # ks_slot.flags: a refusal, not an endpoint
+KS_NO_BACKEND = 0xFFFF    # ks_slot.backend of a refusal counted against no listed backend
 
 
 class ServiceKey(ct.Structure):
@@ -36,7 +38,7 @@ class SlotKey(ct.Structure):
 
 class Slot(ct.Structure):
     _fields_ = [("last", ct.c_uint32), ("addr", ct.c_uint32 * 4), ("port", ct.c_uint16),
-                ("backend", ct.c_uint16)]
+                ("backend", ct.c_uint16), ("flags", ct.c_uint32)]
 
 
 class BackendMeta(ct.Structure):

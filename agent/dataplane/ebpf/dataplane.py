@@ -97,8 +97,8 @@ class EbpfDataplane:
                 counts = maps.counters(inst.split_id, len(meta.backends))
                 out.append(ObservedSplit(
                     dataplane=self.name, namespace=meta.namespace, service=meta.service,
-                    split=meta.split, cluster_ip=key.ip, port=key.port, refuse=not inst.image.slots,
-                    backends=tuple(ObservedBackend(b.name, b.weight, b.share, n)
+                    split=meta.split, cluster_ip=key.ip, port=key.port, refuse=inst.image.refuse,
+                    backends=tuple(ObservedBackend(b.name, b.weight, b.share, n, b.terminating)
                                    for b, n in zip(meta.backends, counts))))
             return out
         finally:

@@ -29,11 +29,21 @@ def decode_key(k: abi.ServiceKey) -> plan.Addr:
 
 
 def encode_slot(s: plan.SlotImage) -> abi.Slot:
-    return abi.Slot(s.last, _addr_words(s.ip), socket.htons(s.port), s.backend)
+    return abi.Slot(s.last, _addr_words(s.ip), socket.htons(s.port), s.backend,
+                    abi.KS_SLOT_REFUSE if s.refuse else 0)
 
 
 def decode_slot(v: abi.Slot, family: int) -> plan.SlotImage:
-    return plan.SlotImage(v.last, _addr_text(v.addr, family), socket.ntohs(v.port), v.backend)
+    return plan.SlotImage(v.last, _addr_text(v.addr, family), socket.ntohs(v.port), v.backend,
+                          bool(v.flags & abi.KS_SLOT_REFUSE))
+
+
+# ks_backend_meta.resolved: 0 cannot serve, 1 ready endpoints, 2 terminating endpoints (last resort)
+RESOLVED_TERMINATING = 2
+
+
+def _resolved_code(b: plan.BackendImage) -> int:
+    return RESOLVED_TERMINATING if b.resolved and b.terminating else int(b.resolved)
 
 
 def encode_meta(m: plan.MetaImage) -> abi.Meta:
@@ -41,14 +51,14 @@ def encode_meta(m: plan.MetaImage) -> abi.Meta:
                    len(m.backends))
     for i, b in enumerate(m.backends):
         out.backends[i] = abi.BackendMeta(b.name.encode(), b.weight, b.share.numerator,
-                                          b.share.denominator, int(b.resolved))
+                                          b.share.denominator, _resolved_code(b))
     return out
 
 
 def decode_meta(v: abi.Meta) -> plan.MetaImage:
     backends = tuple(
         plan.BackendImage(b.name.decode(), b.weight, Fraction(b.share_num, b.share_den or 1),
-                          bool(b.resolved))
+                          bool(b.resolved), b.resolved == RESOLVED_TERMINATING)
         for b in v.backends[:min(v.nbackends, abi.KS_MAX_BACKENDS)])
     return plan.MetaImage(v.ns.decode(), v.service.decode(), v.split.decode(), v.kind.decode(),
                           backends)

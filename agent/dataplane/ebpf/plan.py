@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from kernsplit.agent.dataplane.ebpf import abi, table
-from kernsplit.agent.model.resolved import SplitPort
+from kernsplit.agent.model.resolved import Choice, RefusedShare, SplitPort
 
 IPPROTO_TCP = 6
 _U64 = (1 << 64) - 1
@@ -38,9 +38,10 @@ class Addr:
 @dataclass(frozen=True)
 class SlotImage:
     last: int        # inclusive upper bound in the u32 random space
-    ip: str
-    port: int
-    backend: int     # index into MetaImage.backends
+    ip: str          # a refusal: the family's zero address
+    port: int        # a refusal: 0
+    backend: int     # index into MetaImage.backends (abi.KS_NO_BACKEND: a refusal of no listed backend)
+    refuse: bool = False    # a refused share: the connect fails with ECONNREFUSED
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class BackendImage:
     weight: int
     share: Fraction
     resolved: bool
+    terminating: bool = False   # served by terminating endpoints (none ready)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,12 @@ class MetaImage:
 @dataclass(frozen=True)
 class SplitImage:
     key: Addr
-    slots: tuple[SlotImage, ...]     # empty: refuse
+    slots: tuple[SlotImage, ...]     # never empty: a split port nothing serves is one refusal slot
+
+    @property
+    def refuse(self) -> bool:
+        """Nothing serves it: every slot refuses."""
+        return all(s.refuse for s in self.slots)
     meta: MetaImage
 
 
@@ -170,24 +177,29 @@ def image(split: SplitPort) -> SplitImage:
         raise SplitTooLarge(f"{who}: backends: {len(split.backends)} backends (including the root "
                             f"when its own endpoints take the traffic), the eBPF dataplane holds "
                             f"at most {abi.KS_MAX_BACKENDS}")
-    if len(split.endpoints) > abi.KS_MAX_SLOTS:
-        raise SplitTooLarge(f"{who}: endpoints: {len(split.endpoints)} endpoints, the eBPF "
-                            f"dataplane holds at most {abi.KS_MAX_SLOTS}")
+    choices = split.choices
+    if len(choices) > abi.KS_MAX_SLOTS:
+        raise SplitTooLarge(f"{who}: endpoints: {len(split.endpoints)} endpoints and {len(split.refused)} "
+                            f"refused shares, the eBPF dataplane holds at most {abi.KS_MAX_SLOTS}")
     names = [b.service for b in split.backends]
     backends = tuple(
         BackendImage(_fit(b.service, abi.KS_NAME_LEN, "backend", who), b.weight, _share(b.share),
-                     b.resolved)
+                     b.resolved, b.terminating)
         for b in split.backends)
     meta = MetaImage(_fit(split.namespace, abi.KS_NAME_LEN, "namespace", who),
                      _fit(split.service, abi.KS_NAME_LEN, "service", who),
                      _fit(split.split, abi.KS_SPLIT_NAME_LEN, "name", who),
                      _fit(split.split_kind, abi.KS_KIND_LEN, "kind", who), backends)
-    slots: tuple[SlotImage, ...] = ()
-    if split.endpoints:
-        lasts = table.bounds([e.share for e in split.endpoints])
-        slots = tuple(SlotImage(last, e.endpoint.ip, e.endpoint.port, _backend_index(names, e.backend, who))
-                      for last, e in zip(lasts, split.endpoints))
+    lasts = table.bounds([c.share for c in choices])
+    slots = tuple(_slot(last, c, split.family, names, who) for last, c in zip(lasts, choices))
     return SplitImage(address(split), slots, meta)
+
+
+def _slot(last: int, choice: Choice, family: int, names: list[str], who: str) -> SlotImage:
+    if isinstance(choice, RefusedShare):
+        backend = names.index(choice.backend) if choice.backend in names else abi.KS_NO_BACKEND
+        return SlotImage(last, "::" if family == 6 else "0.0.0.0", 0, backend, True)
+    return SlotImage(last, choice.endpoint.ip, choice.endpoint.port, _backend_index(names, choice.backend, who))
 
 
 @dataclass(frozen=True)
