@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from kernsplit.agent.iptables.exec import Backend, save
 from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
@@ -85,6 +86,31 @@ def test_missing_backend_is_excluded(lab):
     report = lab.load(1000)
     assert failures(report) == {}
     assert_shares(by_backend(report), {"my-app-v1": 1, "my-app-v2": 1})
+
+
+def _route(backend_refs) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "my-app-route", "namespace": "default"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": ROOT, "port": 80}],
+                 "rules": [{"backendRefs": [{"name": n, "port": 80, "weight": w} for n, w in backend_refs]}]}})
+
+
+def test_route_refuses_the_share_of_a_backend_ref_that_cannot_serve(lab):
+    """Gateway API: "Connection rejections must respect weight" -- a missing backendRef of weight 1
+    beside a served one of weight 3 has about a quarter of new connections refused (ECONNREFUSED
+    at once: RST on iptables, the connect hook's ECONNREFUSED on eBPF); weight 0 gets nothing."""
+    refs = (("my-app-v1", 3), ("my-app-gone", 1), ("my-app-v2", 0))
+    lab.write_manifest(SPLIT_FILE, _route(refs))
+    wait_applied(lab, dict(refs))
+    # straight from the kernel: the proxy uid is neither redirected (iptables) nor exempt (eBPF)
+    report = lab.load(STAT_CONNECTIONS, uid=PROXY_UID)
+    assert set(report["outcomes"]) <= {"ok", "refused"}, report       # never a hang or a timeout
+    assert by_backend(report) == {"my-app-v1": report["outcomes"].get("ok", 0)}   # v2 (weight 0): none
+    assert_shares({"my-app-v1": report["outcomes"].get("ok", 0), "refused": report["outcomes"].get("refused", 0)},
+                  {"my-app-v1": 3, "refused": 1})
+    counted = observed_connections(show_json(lab), ROOT)
+    assert counted["my-app-gone"] == report["outcomes"].get("refused", 0) and counted["my-app-v2"] == 0, counted
 
 
 def _refusing(lab) -> bool:
