@@ -59,6 +59,7 @@ def as_json(split: ObservedSplit) -> dict:
         "connections": total,
         "backends": [{"service": b.service, "weight": b.weight, "desired_share": float(b.share),
                       "desired_share_exact": str(b.share), "connections": b.connections,
+                      "refused": b.refused, "terminating": b.terminating,
                       "observed_share": float(_share(b.connections, total))} for b in split.backends],
     }
 
@@ -74,9 +75,18 @@ def as_table(split: ObservedSplit) -> str:
     for b in split.backends:
         observed = _share(b.connections, total)
         bar = "#" * round(observed * BAR_WIDTH)
+        note = _note(b)
         lines.append(f"  {b.service:<{width}}  {b.weight:>8}  {float(b.share):>7.1%}  {b.connections:>8}  "
-                     f"{float(observed):>8.1%}  {bar}")
+                     f"{float(observed):>8.1%}  {bar}{'  ' + note if note else ''}")
     return "\n".join(lines)
+
+
+def _note(b) -> str:
+    if b.refused:
+        return "(refused: cannot serve; its connections are reset)"
+    if b.terminating:
+        return "(terminating endpoints: none is ready, the last resort)"
+    return ""
 
 
 @click.command()

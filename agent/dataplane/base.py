@@ -23,6 +23,7 @@ class ObservedBackend:
     share: Fraction       # desired share, as programmed
     connections: int      # new connections the kernel sent to (or refused for) this backend since install
     terminating: bool = False   # served by terminating endpoints (none ready), as recorded in the kernel
+    refused: bool = False       # its share is refused (a Gateway route's backendRef that cannot serve)
 
 
 @dataclass(frozen=True)

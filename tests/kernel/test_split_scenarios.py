@@ -109,8 +109,11 @@ def test_route_refuses_the_share_of_a_backend_ref_that_cannot_serve(lab):
     assert by_backend(report) == {"my-app-v1": report["outcomes"].get("ok", 0)}   # v2 (weight 0): none
     assert_shares({"my-app-v1": report["outcomes"].get("ok", 0), "refused": report["outcomes"].get("refused", 0)},
                   {"my-app-v1": 3, "refused": 1})
-    counted = observed_connections(show_json(lab), ROOT)
+    shown = show_json(lab)
+    counted = observed_connections(shown, ROOT)
     assert counted["my-app-gone"] == report["outcomes"].get("refused", 0) and counted["my-app-v2"] == 0, counted
+    backends = {b["service"]: b for s in shown if s["service"] == ROOT for b in s["backends"]}
+    assert backends["my-app-gone"]["refused"] and not backends["my-app-v1"]["refused"]
 
 
 def _refusing(lab) -> bool:

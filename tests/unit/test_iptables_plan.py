@@ -14,6 +14,7 @@ import pytest
 
 from kernsplit.agent.dataplane.iptables import plan, render_full
 from kernsplit.agent.dataplane.iptables import names, probability
+from kernsplit.agent.commands.show import as_table
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.exec import Family
@@ -180,8 +181,19 @@ def test_observe_counts_a_refused_share_against_its_backend():
              for line in text.splitlines()]
     [split] = observe_tables(parse_save(as_saved("\n".join(saved))))
     assert not split.refuse
-    assert [(b.service, b.share, b.connections) for b in split.backends] == [
-        ("v1", Fraction(3, 4), 5), ("gone", Fraction(1, 4), 5)]
+    assert [(b.service, b.share, b.connections, b.refused) for b in split.backends] == [
+        ("v1", Fraction(3, 4), 5, False), ("gone", Fraction(1, 4), 5, True)]
+    table = as_table(split)
+    assert "(refused: cannot serve; its connections are reset)" in next(l for l in table.splitlines() if "gone" in l)
+
+
+def test_show_says_when_terminating_endpoints_serve():
+    sp = SplitPort("default", "t", "s", "TrafficSplit", "10.100.200.36", 80, "http", "TCP",
+                   (WeightedEndpoint("v1", Endpoint("10.1.4.1", 8080), Fraction(1)),),
+                   (BackendShare("v1", 1, Fraction(1), True, terminating=True),))
+    [split] = observe_tables(parse_save(as_saved(render_full(plan([sp])))))
+    assert split.backends[0].terminating
+    assert "(terminating endpoints: none is ready, the last resort)" in as_table(split)
 
 
 def test_the_refused_slot_is_a_weighted_rule_like_a_dnat():

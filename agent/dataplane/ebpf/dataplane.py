@@ -98,8 +98,9 @@ class EbpfDataplane:
                 out.append(ObservedSplit(
                     dataplane=self.name, namespace=meta.namespace, service=meta.service,
                     split=meta.split, cluster_ip=key.ip, port=key.port, refuse=inst.image.refuse,
-                    backends=tuple(ObservedBackend(b.name, b.weight, b.share, n, b.terminating)
-                                   for b, n in zip(meta.backends, counts))))
+                    backends=tuple(ObservedBackend(b.name, b.weight, b.share, n, b.terminating,
+                                                   i in {s.backend for s in inst.image.slots if s.refuse})
+                                   for i, (b, n) in enumerate(zip(meta.backends, counts)))))
             return out
         finally:
             if maps is not self._maps:

@@ -16,6 +16,7 @@ from kernsplit.agent.dataplane.iptables import comments, names
 from kernsplit.agent.iptables.saved import SavedRule, SavedTable
 
 DATAPLANE = "iptables"
+REFUSED = "refused"     # counts key (REFUSED, backend): that backend has a refused slot
 
 
 def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Counter) -> ObservedSplit | None:
@@ -27,7 +28,7 @@ def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Cou
     backends = tuple(
         ObservedBackend(service=p["backend"], weight=int(p.get("weight", 0)),
                         share=Fraction(p.get("share", "0")), connections=counts.get(p["backend"], 0),
-                        terminating=p.get("terminating") == "yes")
+                        terminating=p.get("terminating") == "yes", refused=(REFUSED, p["backend"]) in counts)
         for p in parsed if p and "backend" in p)
     namespace, _, service = root["root"].partition("/")
     split = root.get("split", "").partition("/")[2]
@@ -47,6 +48,8 @@ def _counts(nat: SavedTable, svc_chain: str) -> Counter:
             meta = comments.parse(dnat.comment)
             if meta and "backend" in meta and dnat.target in ("DNAT", names.REFUSE):
                 counts[meta["backend"]] += dnat.packets or 0
+                if dnat.target == names.REFUSE:
+                    counts[(REFUSED, meta["backend"])] = 1
     return counts
 
 
