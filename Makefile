@@ -13,7 +13,7 @@ APT_PKGS   := iptables nftables iproute2 util-linux gcc python3-bpfcc libbpfcc l
 NEEDED_CMDS := iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ip nsenter gcc bpftool
 BCC_DIR    := /usr/lib/python3/dist-packages/bcc
 
-.PHONY: install system-packages venv demo test unit kernel bench lint clean
+.PHONY: install system-packages venv demo test unit kernel bench lint clean vm-test
 
 install: system-packages $(VENV)/.installed
 
@@ -60,6 +60,19 @@ kernel: install
 
 bench: install
 	$(PY) bench/run.py
+
+# The kernel test suite on a stock Debian kernel in a VM (qemu; KVM when usable, else emulated):
+# `make vm-test KERNEL=6.1` (bookworm) or `KERNEL=6.12` (bookworm-backports). Only Debian packages
+# are downloaded; the kernel is unpacked into /var/tmp/kernsplit-vm, never installed over the host.
+# VM_HEADERS=1 lays linux-headers in place; 0 (default) exercises the generated-tree fallback.
+KERNEL     ?= 6.1
+VM_HEADERS ?= 0
+VM_TESTS   ?= tests/kernel tests/unit
+vm-test: install
+	@command -v qemu-system-x86_64 >/dev/null && command -v depmod >/dev/null && command -v cpio >/dev/null \
+	  && [ -x /bin/busybox ] || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
+	  apt-get install -y -qq qemu-system-x86 busybox-static kmod cpio >/dev/null; }
+	$(PY) tests/vm/run.py --kernel $(KERNEL) --headers $(VM_HEADERS) --tests "$(VM_TESTS)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from fractions import Fraction
 
 import click
 
 from kernsplit.agent.commands.params import NETNS
 from kernsplit.agent.dataplane.base import ObservedSplit
+from kernsplit.agent.rates import RateWindow
 
 BAR_WIDTH = 20
 
@@ -89,18 +91,88 @@ def _note(b) -> str:
     return ""
 
 
+def _key(split: ObservedSplit, backend: str) -> tuple:
+    return (split.dataplane, split.namespace, split.service, split.cluster_ip, split.port, backend)
+
+
+def counters(splits: list[ObservedSplit]) -> dict[tuple, int]:
+    return {_key(s, b.service): b.connections for s in splits for b in s.backends}
+
+
+def as_watch_table(split: ObservedSplit, window: RateWindow) -> str:
+    """Like `as_table`, but the observed share is over the recent window (rates from counter
+    deltas); CONNS keeps the totals since install."""
+    recent = {b.service: window.recent(_key(split, b.service)) for b in split.backends}
+    total = sum(b.connections for b in split.backends)
+    delta = sum(r.delta for r in recent.values())
+    span = max((r.seconds for r in recent.values()), default=0.0)
+    rate = f"{delta / span:.1f}/s over the last {span:.0f}s" if span else "rate: waiting for a second sample"
+    head = (f"{split.namespace}/{split.service}  {_address(split)}  split {split.split}  "
+            f"[{split.dataplane}]  {total} connections, {rate}")
+    if split.refuse:
+        head += "  REFUSING"
+    width = max([len("BACKEND")] + [len(b.service) for b in split.backends])
+    lines = [head, f"  {'BACKEND':<{width}}  {'WEIGHT':>8}  {'DESIRED':>7}  {'CONNS':>8}  {'RATE':>8}  {'RECENT':>7}"]
+    for b in split.backends:
+        r = recent[b.service]
+        share = _share(r.delta, delta)
+        shown = f"{float(share):>7.1%}" if delta else f"{'-':>7}"
+        lines.append(f"  {b.service:<{width}}  {b.weight:>8}  {float(b.share):>7.1%}  {b.connections:>8}  "
+                     f"{r.rate:>6.1f}/s  {shown}  {'#' * round(share * BAR_WIDTH)}{'  ' + _note(b) if _note(b) else ''}")
+    return "\n".join(lines)
+
+
+def _observe(found: list, service: str | None) -> list[ObservedSplit]:
+    splits = [s for dp in found for s in dp.observe() if _matches(s, service)]
+    return sorted(splits, key=lambda s: (s.namespace, s.service, s.port, s.cluster_ip))
+
+
+def _watch(found: list, service: str | None, interval: float, window_seconds: float, count: int) -> None:
+    """Refresh in place on a terminal (frames one after another otherwise) until interrupted or
+    `count` frames were shown."""
+    window = RateWindow(window_seconds)
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            splits = _observe(found, service)
+            window.add(time.monotonic(), counters(splits))
+            body = "\n\n".join(as_watch_table(s, window) for s in splits) or "no split found"
+            head = f"Every {interval:g}s, shares over the last {window_seconds:g}s: kernsplit show --watch"
+            click.echo(("\x1b[H\x1b[2J" if tty else ("\n" if shown else "")) + head + "\n\n" + body)
+            shown += 1
+            if count and shown >= count:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
 @click.command()
 @click.argument("service", required=False)
 @click.option("--dataplane", type=click.Choice(["auto", "iptables", "ebpf"]), default="auto", show_default=True)
 @click.option("--netns", type=NETNS, default=None, help="Network namespace (name or path) of the iptables dataplane.")
 @click.option("--bpffs", default=None, help="bpffs directory of the ebpf dataplane's pins.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def show(service, dataplane, netns, bpffs, output):
+@click.option("-w", "--watch", is_flag=True,
+              help="Refresh in place; the share column is then over the recent --window (rates from "
+                   "counter deltas), so a rollout shows at once.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="--watch: seconds between refreshes.")
+@click.option("--window", "window_seconds", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="--watch: seconds of history the recent share covers.")
+@click.option("--count", type=click.IntRange(min=0), default=0,
+              help="--watch: stop after this many refreshes (0: until interrupted).")
+def show(service, dataplane, netns, bpffs, output, watch, interval, window_seconds, count):
     """Show each split found in the kernel (optionally only SERVICE: name or ns/name), with the
     connections the kernel counted per backend since the rules were installed."""
     found = _dataplanes(dataplane, netns, bpffs)
-    splits = [s for dp in found for s in dp.observe() if _matches(s, service)]
-    splits.sort(key=lambda s: (s.namespace, s.service, s.port, s.cluster_ip))
+    if watch and found:
+        if output == "json":
+            raise click.UsageError("--watch shows tables; use -o json without --watch for scripts")
+        _watch(found, service, interval, window_seconds, count)
+        return
+    splits = _observe(found, service)
     if output == "json":
         click.echo(json.dumps([as_json(s) for s in splits], indent=2))
     else:

@@ -9,6 +9,7 @@ address (only true hairpin is masqueraded).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 
@@ -38,9 +39,12 @@ def pods_on_bridge(node: str, *addresses: str):
     ip("-n", node, "link", "set", "br0", "up")
     # Routed through the node, as in the lab: no ICMP redirects (pods would bypass the node), and
     # no bridge-netfilter (it would treat the DNAT back to the same port as a bridged frame).
+    # br_netfilter is a module on distribution kernels, loaded by nobody: when it is absent there is
+    # no bridge-netfilter to turn off (and no sysctl for it).
+    bridge_nf = ["net.bridge.bridge-nf-call-iptables=0"] if os.path.exists("/proc/sys/net/bridge") else []
     subprocess.run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
                     "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.br0.send_redirects=0",
-                    "net.bridge.bridge-nf-call-iptables=0"], check=True)
+                    *bridge_nf], check=True)
     with contextlib.ExitStack() as stack:
         pods = []
         for i, addr in enumerate(addresses):

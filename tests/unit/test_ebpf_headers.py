@@ -1,6 +1,8 @@
 """The minimal kernel tree generated for BCC, and the header limits mirrored in Python."""
 from __future__ import annotations
 
+import gzip
+import pathlib
 import re
 
 import pytest
@@ -26,7 +28,7 @@ def test_version_code():
 
 
 def test_tree_generated_once_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr(headers, "_read_config", lambda: "CONFIG_BPF=y\n")
+    monkeypatch.setattr(headers, "_read_config", lambda release=None: "CONFIG_BPF=y\n")
     tree = headers.ensure_tree("9.9.9-test", tmp_path)
     assert (tree / "include/generated/autoconf.h").read_text().endswith("#define CONFIG_BPF 1\n")
     assert "IS_ENABLED" in (tree / "include/linux/kconfig.h").read_text()
@@ -38,10 +40,30 @@ def test_tree_generated_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_missing_everything_names_the_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(headers, "_read_config", lambda: "CONFIG_BPF=y\n")
+    monkeypatch.setattr(headers, "_read_config", lambda release=None: "CONFIG_BPF=y\n")
     monkeypatch.setattr(headers, "UAPI_INCLUDE", tmp_path / "nothing")
     with pytest.raises(headers.KernelHeadersError, match="linux-headers-9.9.9-test"):
         headers.ensure_tree("9.9.9-test", tmp_path / "cache")
+
+
+def test_config_read_from_boot_when_proc_has_none(tmp_path):
+    """Debian, Ubuntu and RHEL kernels are built without CONFIG_IKCONFIG_PROC: no /proc/config.gz,
+    but /boot/config-<release> beside the image. A node without linux-headers must still work."""
+    boot = tmp_path / "config-6.1.0-57-amd64"
+    boot.write_text("CONFIG_BPF_SYSCALL=y\n")
+    sources = (tmp_path / "config.gz", boot)
+    assert headers._read_config("6.1.0-57-amd64", sources) == "CONFIG_BPF_SYSCALL=y\n"
+    assert headers.config_sources("6.1.0-57-amd64")[1] == pathlib.Path("/boot/config-6.1.0-57-amd64")
+
+
+def test_config_gz_preferred_and_absence_names_both_places(tmp_path):
+    gz = tmp_path / "config.gz"
+    gz.write_bytes(gzip.compress(b"CONFIG_FROM_PROC=y\n"))
+    boot = tmp_path / "config-x"
+    boot.write_text("CONFIG_FROM_BOOT=y\n")
+    assert headers._read_config("x", (gz, boot)) == "CONFIG_FROM_PROC=y\n"
+    with pytest.raises(headers.KernelHeadersError, match="config-missing.*linux-headers-x"):
+        headers._read_config("x", (tmp_path / "none.gz", tmp_path / "config-missing"))
 
 
 def test_python_limits_match_header():
