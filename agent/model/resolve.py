@@ -213,21 +213,24 @@ def _split_port(split: Split, root: Service, root_port: ServicePort, cluster_ip:
                      tuple(sorted(refused, key=lambda r: r.backend)))
 
 
-def _with_root_share(shares: list[BackendShare], root: str, resolved: bool) -> list[BackendShare]:
+def _with_root_share(shares: list[BackendShare], root: str, resolved: bool,
+                     terminating: bool = False) -> list[BackendShare]:
     """Backends when the root's own endpoints take everything (or its refusal does): the root
     carries the whole share, so every choice's backend is one of `backends` (dataplanes count
     connections per backend)."""
     if any(b.service == root for b in shares):
         return [BackendShare(b.service, b.weight, Fraction(1) if b.service == root else Fraction(0),
-                             resolved if b.service == root else b.resolved, b.terminating) for b in shares]
-    return [*shares, BackendShare(root, 0, Fraction(1), resolved)]
+                             resolved if b.service == root else b.resolved,
+                             terminating if b.service == root else b.terminating) for b in shares]
+    return [*shares, BackendShare(root, 0, Fraction(1), resolved, terminating)]
 
 
 def _fallback(split: Split, root: Service, root_port: ServicePort, family: int, inventory: Inventory,
               any_resolved: bool, shares: list[BackendShare], sink: DiagnosticSink
               ) -> tuple[list[WeightedEndpoint], list[RefusedShare], list[BackendShare]]:
-    """All weights zero, or nothing resolves: the root's own ready endpoints, else refuse."""
-    endpoints = inventory.ready_endpoints(root, root_port, family)
+    """All weights zero, or nothing resolves: the root's own ready endpoints (or, when none is
+    ready, its terminating ones still serving), else refuse."""
+    endpoints, terminating = inventory.serving_endpoints(root, root_port, family)
     why = "all resolved backends have weight 0" if any_resolved else "no backend resolves"
     if refuses_share(split):
         why = "all backendRefs have weight 0"
@@ -236,9 +239,14 @@ def _fallback(split: Split, root: Service, root_port: ServicePort, family: int, 
         _warn(sink, split, split.service_field,
               f"{why} and {where} has no ready endpoints: connections will be refused")
         return [], [RefusedShare(split.service, Fraction(1))], _with_root_share(shares, split.service, False)
-    _warn(sink, split, split.service_field, f"{why}: {where} keeps its own endpoints", "info")
+    if terminating:
+        _warn(sink, split, split.service_field, f"{why}: {where} has no ready endpoints: its {len(endpoints)} "
+                                                "terminating endpoint(s) that are still serving take the traffic as "
+                                                "a last resort (as kube-proxy does)")
+    else:
+        _warn(sink, split, split.service_field, f"{why}: {where} keeps its own endpoints", "info")
     weighted = [WeightedEndpoint(split.service, ep, Fraction(1, len(endpoints))) for ep in endpoints]
-    return weighted, [], _with_root_share(shares, split.service, True)
+    return weighted, [], _with_root_share(shares, split.service, True, terminating)
 
 
 def _lost(split: Split, backend: Backend, root_port: ServicePort) -> str:

@@ -195,6 +195,16 @@ def test_terminating_serving_endpoints_are_used_when_none_is_ready(tmp_path):
         "as a last resort (as kube-proxy does)"]
 
 
+def test_the_roots_own_fallback_also_takes_terminating_endpoints_last(tmp_path):
+    draining = {"serving": True, "terminating": True, "ready": False}
+    path, config = load(tmp_path, svc("my-app", "10.96.0.10"),
+                        eslice("my-app", [{"addresses": ["10.1.0.9"], "conditions": draining}]),
+                        ts("my-app", [("gone", 1)]))
+    [port] = config.split_ports
+    assert [(w.backend, str(w.endpoint)) for w in port.endpoints] == [("my-app", "10.1.0.9:8080")]
+    assert [(b.service, b.resolved, b.terminating) for b in port.backends][-1] == ("my-app", True, True)
+
+
 def test_terminating_endpoints_are_not_used_while_one_is_ready(tmp_path):
     draining = {"serving": True, "terminating": True, "ready": False}
     _, config = load(tmp_path, *WORLD[:4], svc("v2", "10.96.0.12"),
