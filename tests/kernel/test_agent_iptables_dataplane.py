@@ -19,7 +19,7 @@ import pytest
 from kernsplit.agent.dataplane.iptables import IptablesDataplane
 from kernsplit.agent.dataplane.iptables import names
 from kernsplit.agent.iptables.exec import Backend, Family, save
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 
 pytestmark = pytest.mark.kernel
@@ -143,6 +143,34 @@ def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
         assert topo.connect("fd00:200::30", 80, n=40) == [0] * 40
         six = topo.accepted()
         assert six["fd00:1::1"] + six["fd00:1::2"] == 40 and six["fd00:1::1"] > 0 and six["fd00:1::2"] > 0
+
+
+def test_a_refused_share_is_refused_by_weight_and_ipv6_refuses_too(netns, mode):
+    """A route's backendRef that cannot serve keeps weight 1 beside a served weight 3: a quarter
+    of new connections is reset, the rest served. The listeners on the ClusterIPs would accept
+    what our rules neither DNAT nor reject."""
+    route = SplitPort("default", "routed", "r", "HTTPRoute", "10.100.200.34", 80, "http", "TCP",
+                      (WeightedEndpoint("v1", Endpoint("10.1.0.1", PORT), Fraction(3, 4)),),
+                      (BackendShare("v1", 3, Fraction(3, 4), True), BackendShare("gone", 1, Fraction(1, 4), False)),
+                      (RefusedShare("gone", Fraction(1, 4)),))
+    refuse6 = split_port("fd00:200::33", {"gone": 1}, {}, service="empty6")
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    with Topology(netns) as topo:
+        topo.listen("10.100.200.34", "fd00:200::33", port=80)
+        topo.listen("10.1.0.1")
+        dp.sync([route, refuse6])
+        results = topo.connect("10.100.200.34", 80, n=400)
+        assert set(results) <= {0, errno.ECONNREFUSED}
+        refused = results.count(errno.ECONNREFUSED)
+        assert abs(refused - 100) <= 4 * math.sqrt(400 * 0.25 * 0.75), refused
+        assert topo.connect("fd00:200::33", 80, n=5) == [errno.ECONNREFUSED] * 5
+        got = topo.accepted()
+        assert got["10.1.0.1"] == 400 - refused and got["10.100.200.34"] == got["fd00:200::33"] == 0
+    shown = {s.service: s for s in dp.observe()}
+    assert {b.service: (b.connections, b.refused) for b in shown["routed"].backends} == {
+        "v1": (400 - refused, False), "gone": (refused, True)}
+    assert shown["empty6"].refuse
+    assert dp.sync([route, refuse6], full=True).unchanged == 2      # read back exactly as planned
 
 
 def test_second_sync_writes_nothing_and_keeps_counters(netns, mode):
