@@ -140,7 +140,7 @@ def boot(tree: Path, release: str, initramfs: Path, run_dir: Path, args: argpars
     cmd = ["qemu-system-x86_64", "-machine", "q35", *accel, "-m", args.memory, "-smp", str(args.cpus),
            "-nographic", "-no-reboot", "-kernel", str(tree / "boot" / f"vmlinuz-{release}"),
            "-initrd", str(initramfs),
-           "-append", f"console=ttyS0 panic=-1 quiet rdinit=/init ks.run={run_dir}/guest-run.sh",
+           "-append", f"console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init ks.run={run_dir}/guest-run.sh",
            "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
            "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot", "-nic", "none"]
     print(f"vm-test: booting {release} ({accel[1]}), console log {log}", flush=True)
