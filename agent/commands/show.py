@@ -66,13 +66,19 @@ def as_json(split: ObservedSplit) -> dict:
     }
 
 
+def _heading(split: ObservedSplit, counted: str, refusing: str) -> tuple[str, int]:
+    """The split's first line and the BACKEND column width, shared by both tables."""
+    head = (f"{split.namespace}/{split.service}  {_address(split)}  split {split.split}  "
+            f"[{split.dataplane}]  {counted}")
+    if split.refuse:
+        head += refusing
+    return head, max([len("BACKEND")] + [len(b.service) for b in split.backends])
+
+
 def as_table(split: ObservedSplit) -> str:
     total = sum(b.connections for b in split.backends)
-    head = (f"{split.namespace}/{split.service}  {_address(split)}  split {split.split}  "
-            f"[{split.dataplane}]  {total} connections")
-    if split.refuse:
-        head += "  REFUSING (no backend can serve: connections are reset)"
-    width = max([len("BACKEND")] + [len(b.service) for b in split.backends])
+    head, width = _heading(split, f"{total} connections",
+                           "  REFUSING (no backend can serve: connections are reset)")
     lines = [head, f"  {'BACKEND':<{width}}  {'WEIGHT':>8}  {'DESIRED':>7}  {'CONNS':>8}  {'OBSERVED':>8}"]
     for b in split.backends:
         observed = _share(b.connections, total)
@@ -107,11 +113,7 @@ def as_watch_table(split: ObservedSplit, window: RateWindow) -> str:
     delta = sum(r.delta for r in recent.values())
     span = max((r.seconds for r in recent.values()), default=0.0)
     rate = f"{delta / span:.1f}/s over the last {span:.0f}s" if span else "rate: waiting for a second sample"
-    head = (f"{split.namespace}/{split.service}  {_address(split)}  split {split.split}  "
-            f"[{split.dataplane}]  {total} connections, {rate}")
-    if split.refuse:
-        head += "  REFUSING"
-    width = max([len("BACKEND")] + [len(b.service) for b in split.backends])
+    head, width = _heading(split, f"{total} connections, {rate}", "  REFUSING")
     lines = [head, f"  {'BACKEND':<{width}}  {'WEIGHT':>8}  {'DESIRED':>7}  {'CONNS':>8}  {'RATE':>8}  {'RECENT':>7}"]
     for b in split.backends:
         r = recent[b.service]
