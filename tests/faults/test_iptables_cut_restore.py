@@ -27,6 +27,7 @@ from kernsplit.agent.dataplane.iptables.diff import owned
 from kernsplit.agent.iptables.exec import restore, save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 
@@ -91,7 +92,7 @@ def _topology(netns: str) -> list[socket.socket]:
 def _outcome(netns: str, ip: str) -> str:
     with entered(netns):
         s = socket.socket()
-        s.settimeout(1.0)
+        s.settimeout(scaled(1.0))
         try:
             s.connect((ip, PORT))
             return SERVED

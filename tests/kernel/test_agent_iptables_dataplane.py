@@ -20,6 +20,7 @@ from kernsplit.agent.dataplane.iptables import IptablesDataplane
 from kernsplit.agent.dataplane.iptables import names
 from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 
@@ -65,7 +66,7 @@ class Topology:
         with entered(self.netns):
             for _ in range(n):
                 s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-                s.settimeout(timeout)
+                s.settimeout(scaled(timeout))
                 try:
                     s.connect((ip, port))
                     results.append(0)
@@ -138,7 +139,7 @@ def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
 
         start = time.monotonic()
         assert topo.connect("10.100.200.33", 80, n=3) == [errno.ECONNREFUSED] * 3
-        assert time.monotonic() - start < 2.5, "refusal must not wait for a timeout"
+        assert time.monotonic() - start < scaled(2.5), "refusal must not wait for a timeout"
         assert topo.accepted()["10.100.200.33"] == 0
 
         assert topo.connect("fd00:200::30", 80, n=40) == [0] * 40
@@ -181,7 +182,7 @@ def test_second_sync_writes_nothing_and_keeps_counters(netns, mode):
         IptablesDataplane(netns=netns, mode=mode).sync([SEED, REFUSE, V6])
         topo.connect("10.100.200.30", 80, n=20)
         topo.accepted()
-        time.sleep(0.3)        # let the closed connections' last packets pass (built-in chain counters)
+        time.sleep(scaled(0.3))  # let the closed connections' last packets pass (built-in chain counters)
         before = _save(netns, mode)
         # A new instance (a restarted agent) reads the kernel and finds it already right.
         again = IptablesDataplane(netns=netns, mode=mode).sync([SEED, REFUSE, V6], full=True)

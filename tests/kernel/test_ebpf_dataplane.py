@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kernsplit.agent import mounts
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 from tests.conftest import unique_name
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 # Runs in a child: join the cgroup, enter the netns, connect N times, report what it saw.
 CLIENT = r"""
 import ctypes, json, os, socket, sys
+from kernsplit.agent.lab.timescale import scaled
 cgroup, netns, host, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
 fd = os.open(netns, os.O_RDONLY)
@@ -32,7 +34,7 @@ fam = socket.AF_INET6 if ":" in host else socket.AF_INET
 out = []
 for _ in range(n):
     s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(2)
+    s.settimeout(scaled(2))
     try:
         s.connect((host, port))
         peer = s.getpeername()[:2]
@@ -92,7 +94,7 @@ def lab(netns):
 
     def client(host, port, n):
         proc = subprocess.run([sys.executable, "-c", CLIENT, str(cgroup), path, host, str(port), str(n)],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=scaled(60))
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 

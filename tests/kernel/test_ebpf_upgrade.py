@@ -12,12 +12,14 @@ import pytest
 
 from tests.fixtures import program_ids
 from tests.kernel.test_ebpf_dataplane import lab, labels, make, split_port  # noqa: F401 - `lab` is a fixture
+from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
 # Connects from the cgroup in a loop until stdin closes; says "going" after the first answer.
 LOOP = r"""
 import ctypes, json, os, socket, sys, threading
+from kernsplit.agent.lab.timescale import scaled
 cgroup, netns, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
 fd = os.open(netns, os.O_RDONLY)
@@ -27,7 +29,7 @@ threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).sta
 out = []
 while not stop.is_set():
     s = socket.socket()
-    s.settimeout(2)
+    s.settimeout(scaled(2))
     try:
         s.connect((host, port))
         out.append({"label": s.recv(64).decode()})
@@ -80,7 +82,7 @@ def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, ho
         r = new.sync(desired)
         time.sleep(0.05)                    # a few connects on the new programs too
     finally:
-        out, err = client.communicate(input="", timeout=60)
+        out, err = client.communicate(input="", timeout=scaled(60))
     assert client.returncode == 0, err
     results = json.loads(out)
 

@@ -17,6 +17,7 @@ from kernsplit.agent.iptables import exec as ipt
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.init import apply, plan
 from kernsplit.init.cli import main
 from kernsplit.init.config import build_config
@@ -70,8 +71,8 @@ def preload(netns: str, backend: str) -> None:
 def _poke(netns: str) -> None:
     """Send a packet through nat OUTPUT (a refused loopback connection) to move rule counters."""
     subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", sys.executable, "-c",
-                    "import socket\ntry: socket.create_connection(('127.0.0.1', 1), timeout=1)\n"
-                    "except OSError: pass"], check=True)
+                    "import socket\ntry: socket.create_connection(('127.0.0.1', 1), timeout=%s)\n"
+                    "except OSError: pass" % scaled(1)], check=True)
 
 
 FLAGS = ["--ipv6", "--inbound-ports-to-ignore", "4190-4191", "--outbound-ports-to-ignore", "4567,4568",
