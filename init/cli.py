@@ -17,7 +17,7 @@ from kernsplit.agent.logs import setup as setup_logging
 from kernsplit.init import apply
 from kernsplit.init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
 from kernsplit.init.namespace import set_close_wait_timeout
-from kernsplit.init.validate import validate
+from kernsplit.init.probe import validate
 
 _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 
