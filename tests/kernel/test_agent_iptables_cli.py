@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kernsplit.agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.lab.timescale import scaled
 from test_agent_iptables_dataplane import Topology
 
@@ -70,7 +71,7 @@ def agent(netns, *args, env=None, **kw) -> subprocess.CompletedProcess:
 
 
 def _saved(netns):
-    text = save(netns, Backend.NFT, Family.V4, counters=True)
+    text = save(netns, IptablesBackend.NFT, Family.V4, counters=True)
     return "\n".join(l for l in text.splitlines() if not l.startswith("#"))
 
 

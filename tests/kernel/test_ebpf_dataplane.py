@@ -17,6 +17,7 @@ from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 from tests.conftest import unique_name
+from tests.fixtures import program_ids
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
@@ -187,7 +188,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
                                                   ("my-app-v2", 100, [("10.1.0.2", 8080)])])]
     first = make(lab)
     first.sync(desired)
-    ids = first.program_ids()
+    ids = program_ids(first)
     assert first.compile_seconds is not None
     first.close()
 
@@ -199,7 +200,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
     rollout = [split_port("10.100.200.30", 80, [("my-app-v1", 0, [("10.1.0.1", 8080)]),
                                                   ("my-app-v2", 1000, [("10.1.0.2", 8080)])])]
     assert second.sync(rollout).written == 1
-    assert second.program_ids() == ids
+    assert program_ids(second) == ids
     assert labels(lab.client("10.100.200.30", 80, 50)) == {"v2": 50}
     # A full resync of an unchanged kernel writes nothing either.
     assert second.sync(rollout, full=True).written == 0
@@ -212,7 +213,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
 def test_cleanup_leaves_no_program_attachment_or_pin(lab):
     dp = make(lab)
     dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
-    ids = set(dp.program_ids().values())
+    ids = set(program_ids(dp).values())
     assert dp.installed()
     attached = subprocess.run(["bpftool", "-j", "cgroup", "show", str(lab.cgroup)],
                               capture_output=True, text=True, check=True).stdout

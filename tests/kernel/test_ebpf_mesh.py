@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import program_ids
 from tests.kernel.test_ebpf_dataplane import lab, labels, split_port  # noqa: F401 - `lab` is a fixture
 from kernsplit.agent.lab.timescale import scaled
 
@@ -136,11 +137,11 @@ def test_without_split_uid_the_app_connect_is_rewritten_before_the_proxy(pod):
     desired = two_versions(pod)
     meshed = EbpfDataplane(cgroup=pod.cgroup, bpffs=pod.bpffs, split_uids=[PROXY_UID])
     meshed.sync(desired)
-    ids = meshed.program_ids()
+    ids = program_ids(meshed)
     meshed.close()
     plain = EbpfDataplane(cgroup=pod.cgroup, bpffs=pod.bpffs)        # restarted without the flag
     plain.sync(desired)
-    assert plain.compile_seconds is None and plain.program_ids() == ids
+    assert plain.compile_seconds is None and program_ids(plain) == ids
     plain.close()
     seen = pod.through_proxy(20)
     # The app's connect was rewritten to a pod address before proxy-init's rules saw it: the

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.fixtures import program_ids
 from tests.kernel.test_ebpf_dataplane import lab, labels, make, split_port  # noqa: F401 - `lab` is a fixture
 from kernsplit.agent.lab.timescale import scaled
 
@@ -68,7 +69,7 @@ def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, ho
                                                   ("my-app-v2", 1, [("10.1.0.2", 8080)])])]
     old = make(lab)
     old.sync(desired)
-    old_ids = set(old.program_ids().values())
+    old_ids = set(program_ids(old).values())
     old.close()
     fake_other_schema(old.pins, how)
 
@@ -89,7 +90,7 @@ def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, ho
     assert "built from another schema" in caplog.text
     assert (r.written, r.removed, r.unchanged) == (0, 0, 1)       # filled before it went live
     assert new.links_created == 0                                  # same links, new programs
-    new_ids = set(new.program_ids().values())
+    new_ids = set(program_ids(new).values())
     assert attached_ids(lab.cgroup) == new_ids and not new_ids & old_ids
     assert installed_schema(new.pins) == new.config.schema
     assert not new.pins.staging().root.exists()

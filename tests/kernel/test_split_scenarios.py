@@ -14,7 +14,8 @@ import time
 import pytest
 import yaml
 
-from kernsplit.agent.iptables.exec import Backend, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import IptablesBackend
 from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
 from kernsplit.agent.lab.observe import observed_connections, show_json, wait_applied
 from kernsplit.agent.lab.plan import PROXY_UID
@@ -166,7 +167,7 @@ def test_open_connection_keeps_its_backend(lab):
 def _rules(lab) -> str:
     """Both backends' rulesets of the node, without comments and chain counters. No `-t`: naming
     a table would create it (and legacy tables would change the agent's backend choice)."""
-    text = save(lab.node, Backend.NFT) + save(lab.node, Backend.LEGACY)
+    text = save(lab.node, IptablesBackend.NFT) + save(lab.node, IptablesBackend.LEGACY)
     return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
                      if not line.startswith("#"))
 
