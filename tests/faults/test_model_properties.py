@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernsplit.agent.dataplane.ebpf import plan as ebpf_plan
-from kernsplit.agent.dataplane.ebpf import table
+from kernsplit.agent.dataplane.ebpf import thresholds as table
 from kernsplit.agent.dataplane.iptables import comments, probability
 from kernsplit.agent.dataplane.iptables.plan import port_plan
 from kernsplit.agent.model import load_config
