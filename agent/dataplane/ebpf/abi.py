@@ -20,6 +20,15 @@ KS_SCHEMA_LEN = 32
 KS_MAX_SPLIT_UIDS = 8
 KS_SLOT_REFUSE = 1        # ks_slot.flags: a refusal, not an endpoint
 KS_NO_BACKEND = 0xFFFF    # ks_slot.backend of a refusal counted against no listed backend
+KS_POD_PORT_RANGES = 16
+KS_POD_CIDRS = 16
+KS_POD_ADDRS = 8
+KS_POD_NAME_LEN = 128
+KS_MAX_PODS = 4096
+KS_PAIR_ENTRIES = 65536
+KS_POD_UID = 1            # ks_pod.flags
+KS_POD_GID = 2
+KS_POD_IPV6 = 4
 
 
 class ServiceKey(ct.Structure):
@@ -60,7 +69,44 @@ class Config(ct.Structure):
                 ("uids", ct.c_uint32 * KS_MAX_SPLIT_UIDS)]
 
 
-# map name -> (key type, value type); ks_counters values are per-CPU u64.
+class PortRange(ct.Structure):
+    _fields_ = [("first", ct.c_uint16), ("last", ct.c_uint16)]
+
+
+class Cidr(ct.Structure):
+    _fields_ = [("net", ct.c_uint32 * 4), ("mask", ct.c_uint32 * 4), ("family", ct.c_uint8),
+                ("pad", ct.c_uint8 * 3)]
+
+
+class Pod(ct.Structure):
+    _fields_ = [("flags", ct.c_uint32), ("proxy_uid", ct.c_uint32), ("proxy_gid", ct.c_uint32),
+                ("inbound_port", ct.c_uint16), ("outbound_port", ct.c_uint16),
+                ("nredirect", ct.c_uint8), ("nin_ignore", ct.c_uint8), ("nout_ignore", ct.c_uint8),
+                ("nsubnets", ct.c_uint8), ("naddrs", ct.c_uint8), ("pad", ct.c_uint8 * 3),
+                ("redirect", PortRange * KS_POD_PORT_RANGES), ("in_ignore", PortRange * KS_POD_PORT_RANGES),
+                ("out_ignore", PortRange * KS_POD_PORT_RANGES), ("subnets", Cidr * KS_POD_CIDRS),
+                ("addrs", Cidr * KS_POD_ADDRS), ("netns", ct.c_char * KS_POD_NAME_LEN)]
+
+
+class Origin(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32 * 4), ("port", ct.c_uint16), ("family", ct.c_uint8),
+                ("flags", ct.c_uint8), ("pad", ct.c_uint32), ("netns", ct.c_uint64)]
+
+
+class PairKey(ct.Structure):
+    _fields_ = [("netns", ct.c_uint64), ("addr", ct.c_uint32 * 4), ("port", ct.c_uint16),
+                ("family", ct.c_uint8), ("pad", ct.c_uint8 * 5)]
+
+
+class AddrKey(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32 * 4), ("family", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
+class PodCounters(ct.Structure):
+    _fields_ = [("outbound", ct.c_uint64), ("inbound", ct.c_uint64)]
+
+
+# map name -> (key type, value type); ks_counters and ks_pod_counters values are per CPU.
 MAP_TYPES = {
     "ks_services": (ServiceKey, Service),
     "ks_slots": (SlotKey, Slot),
@@ -68,4 +114,9 @@ MAP_TYPES = {
     "ks_counters": (ct.c_int32, ct.c_uint64),
     "ks_origins": (ct.c_uint64, ServiceKey),
     "ks_config": (ct.c_uint32, Config),
+    "ks_pods": (ct.c_uint64, Pod),
+    "ks_pairs": (PairKey, Origin),
+    "ks_pod_addrs": (AddrKey, ct.c_uint64),
+    "ks_pod_counters": (ct.c_uint64, PodCounters),
 }
+PER_CPU_MAPS = ("ks_counters", "ks_pod_counters")
