@@ -11,13 +11,14 @@ from pathlib import Path
 
 import click
 
+from kernsplit.agent import caps
 from kernsplit.agent.commands.params import missing_netns
 from kernsplit.agent.iptables.exec import Family, IptablesError
 from kernsplit.agent.logs import setup as setup_logging
 from kernsplit.init import apply
 from kernsplit.init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
 from kernsplit.init.namespace import set_close_wait_timeout
-from kernsplit.init.validate import validate
+from kernsplit.init.probe import validate
 
 _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 
@@ -103,7 +104,17 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
         _finish_validation(cfg, log)
 
 
+def _require(log, needs) -> None:
+    try:
+        caps.require("proxy-init", needs)
+    except caps.NotPermitted as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
 def _run_iptables(cfg, log, *, cleanup: bool, simulate: bool, firewall_bin: str | None) -> None:
+    if not simulate:
+        _require(log, caps.iptables_needs(cfg.iptables_mode, cfg.netns))
     fams = apply.CLEANUP_FAMILIES if cleanup else apply.families(cfg, log)
     try:
         plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin,
@@ -125,6 +136,8 @@ def _run_ebpf(cfg, log, *, cleanup: bool, simulate: bool) -> bool:
     removes what an earlier fallback run left."""
     from kernsplit.init import ebpf   # pyroute2 and libbpf only for this mode
     pins = ebpf.loader.Pins(Path(cfg.bpffs) if cfg.bpffs else ebpf.DEFAULT_BPFFS)
+    if not simulate:
+        _require(log, caps.ebpf_needs())
     try:
         if cleanup:
             ebpf.unregister(cfg, pins, log)

@@ -66,7 +66,7 @@ class EbpfDataplane:
             log.error("ebpf: %s", r.message, extra={"dataplane": self.name})
         maps = self._ready(images)
         if full or self._known is None:
-            self._known = maps.installed()
+            self._known = maps.read_all()
             if maps.config() != self.config:     # drift, or another agent's --split-uid
                 maps.write_config(self.config)
         p = plan.plan(images, self._known, keep=[r.key for r in rejected])
@@ -97,7 +97,7 @@ class EbpfDataplane:
         maps = self._maps or KernelMaps(self.pins)
         try:
             out = []
-            for key, inst in sorted(maps.installed().items()):
+            for key, inst in sorted(maps.read_all().items()):
                 meta = inst.image.meta
                 counts = maps.counters(inst.split_id, len(meta.backends))
                 out.append(ObservedSplit(
@@ -138,11 +138,6 @@ class EbpfDataplane:
             self._maps.close()
             self._maps = None
         self._known = None
-
-    def program_ids(self) -> dict[str, int]:
-        """Ids of the programs this dataplane attaches to its cgroup."""
-        return {name: loader.prog_id(self.pins.prog(name)) for name in loader.cgroup_programs(self.interception)
-                if self.pins.prog(name).exists()}
 
     def _ready(self, images: Sequence[plan.SplitImage]) -> KernelMaps:
         if self._maps is not None:
