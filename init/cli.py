@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from kernsplit.agent import caps
 from kernsplit.agent.commands.params import missing_netns
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.logs import setup as setup_logging
@@ -84,6 +85,12 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
     if validate_only:
         _finish_validation(cfg, log)
         return
+    if not simulate:
+        try:
+            caps.require("proxy-init", caps.iptables_needs(iptables_mode, netns))
+        except caps.NotPermitted as exc:
+            log.error("%s", exc)
+            sys.exit(1)
     fams = apply.CLEANUP_FAMILIES if cleanup else apply.families(cfg, log)
     try:
         plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin_path,

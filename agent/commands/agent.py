@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from kernsplit.agent import logs
+from kernsplit.agent import caps, logs
 from kernsplit.agent.commands.params import NETNS, cluster_domain_option
 
 log = logging.getLogger("kernsplit.agent")
@@ -22,6 +22,16 @@ def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: 
         return {"netns": netns, "mode": iptables_mode}
     return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs), ("split_uids", split_uids or None))
             if v is not None}
+
+
+def check_privileges(dataplane: str, iptables_mode: str, netns: str | None) -> None:
+    """Fail at start, naming the capability, rather than deep inside iptables or BCC."""
+    role = f"kernsplit agent --dataplane {dataplane}"
+    if dataplane == "iptables":
+        caps.require(role, caps.iptables_needs(iptables_mode, netns))
+    else:
+        caps.require(role, caps.ebpf_needs())
+        caps.require_bpf_syscall(role)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -65,6 +75,11 @@ def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resyn
     from kernsplit.agent.dataplane import make_dataplane
     from kernsplit.agent.reconcile import Reconciler, Timing
 
+    try:
+        check_privileges(dataplane, iptables_mode, netns)
+    except caps.NotPermitted as exc:
+        log.error("%s", exc)
+        sys.exit(1)
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
                                                            split_uids))
