@@ -83,4 +83,5 @@ class EventQueue:
         with self._cond:
             events, self._events = self._events, []
             self.arrived = None
+            self._seen = self._arrivals           # taken: nothing left to wake for
             return events
