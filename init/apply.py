@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kernsplit.agent.iptables import exec as ipt
-from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.saved import SavedTable, parse_save
 from kernsplit.agent.netns import netns_path
 from kernsplit.init import plan
@@ -26,7 +27,7 @@ VERSION = {Family.V4: 4, Family.V6: 6}
 @dataclass(frozen=True)
 class FamilyPlan:
     family: Family
-    backend: Backend
+    backend: IptablesBackend
     backend_reason: str
     observed: SavedTable | None
     text: str | None           # iptables-restore input; None when the kernel already matches
@@ -48,7 +49,7 @@ def families(cfg: InitConfig, log: logging.Logger) -> list[Family]:
     return [Family.V4, Family.V6] if six else [Family.V4]
 
 
-def _plain_backend(binary: str | None) -> tuple[Backend, str]:
+def _plain_backend(binary: str | None) -> tuple[IptablesBackend, str]:
     """--iptables-mode plain: whatever backend the distribution's `iptables` binary uses."""
     tool = binary or shutil.which("iptables") or "iptables"
     try:
@@ -56,26 +57,26 @@ def _plain_backend(binary: str | None) -> tuple[Backend, str]:
     except OSError:
         out = ""
     if "nf_tables" in out:
-        return Backend.NFT, f"plain mode: {tool} uses nf_tables"
-    return Backend.LEGACY, f"plain mode: {tool} is legacy"
+        return IptablesBackend.NFT, f"plain mode: {tool} uses nf_tables"
+    return IptablesBackend.LEGACY, f"plain mode: {tool} is legacy"
 
 
-def resolve_backend(cfg: InitConfig, family: Family, firewall_bin: str | None = None) -> tuple[Backend, str]:
+def resolve_backend(cfg: InitConfig, family: Family, firewall_bin: str | None = None) -> tuple[IptablesBackend, str]:
     if cfg.iptables_mode == "legacy":
-        return Backend.LEGACY, "--iptables-mode legacy"
+        return IptablesBackend.LEGACY, "--iptables-mode legacy"
     if cfg.iptables_mode == "nft":
-        return Backend.NFT, "--iptables-mode nft"
+        return IptablesBackend.NFT, "--iptables-mode nft"
     if cfg.iptables_mode == "plain":
         return _plain_backend(firewall_bin)
     path = netns_path(cfg.netns)
     if path is not None and not path.exists():
         # Only --simulate gets here (the CLI refuses a missing namespace otherwise): there is no
         # namespace to detect from, so plan for the backend a fresh namespace would get.
-        return Backend.NFT, f"netns {cfg.netns} is not on this host: planning for nft, as in a fresh namespace"
+        return IptablesBackend.NFT, f"netns {cfg.netns} is not on this host: planning for nft, as in a fresh namespace"
     return ipt.detect_backend(cfg.netns, family)
 
 
-def read_nat(netns, backend: Backend, family: Family) -> SavedTable | None:
+def read_nat(netns, backend: IptablesBackend, family: Family) -> SavedTable | None:
     # No `-t nat`: with the legacy backend that would instantiate the nat table in the namespace
     # (changing what `iptables-save` shows) just by looking.
     return parse_save(ipt.save(netns, backend, family)).get(plan.TABLE)
@@ -92,10 +93,10 @@ def make_plans(cfg: InitConfig, fams: Sequence[Family], log: logging.Logger, *, 
     return plans
 
 
-def _other_backend_leftovers(cfg: InitConfig, family: Family, chosen: Backend, log: logging.Logger) -> list[FamilyPlan]:
+def _other_backend_leftovers(cfg: InitConfig, family: Family, chosen: IptablesBackend, log: logging.Logger) -> list[FamilyPlan]:
     """Our rules left in the other backend by an earlier run (e.g. --iptables-mode changed): both
     would apply, so converging means removing them, after the new rules are in place."""
-    other = Backend.NFT if chosen is Backend.LEGACY else Backend.LEGACY
+    other = IptablesBackend.NFT if chosen is IptablesBackend.LEGACY else IptablesBackend.LEGACY
     try:
         observed = read_nat(cfg.netns, other, family)
     except IptablesError:
@@ -111,11 +112,11 @@ def _backends(cfg: InitConfig, family: Family, cleanup: bool, firewall_bin: str 
     if cleanup and cfg.iptables_mode == "auto":
         # Our rules may sit in either backend (e.g. applied before foreign legacy rules appeared):
         # cleanup looks in both rather than guess.
-        return [(Backend.LEGACY, "cleanup looks at both backends"), (Backend.NFT, "cleanup looks at both backends")]
+        return [(IptablesBackend.LEGACY, "cleanup looks at both backends"), (IptablesBackend.NFT, "cleanup looks at both backends")]
     return [resolve_backend(cfg, family, firewall_bin)]
 
 
-def _plan_one(cfg: InitConfig, family: Family, backend: Backend, reason: str, log: logging.Logger,
+def _plan_one(cfg: InitConfig, family: Family, backend: IptablesBackend, reason: str, log: logging.Logger,
               cleanup: bool, tolerate_unreadable: bool) -> FamilyPlan:
     log.info("%s: using iptables-%s (%s)", family.value, backend.value, reason,
              extra={"family": family.value, "backend": backend.value})

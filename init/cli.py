@@ -10,13 +10,14 @@ import sys
 
 import click
 
+from kernsplit.agent import caps
 from kernsplit.agent.commands.params import missing_netns
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.logs import setup as setup_logging
 from kernsplit.init import apply
 from kernsplit.init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
 from kernsplit.init.namespace import set_close_wait_timeout
-from kernsplit.init.validate import validate
+from kernsplit.init.probe import validate
 
 _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 
@@ -84,6 +85,12 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
     if validate_only:
         _finish_validation(cfg, log)
         return
+    if not simulate:
+        try:
+            caps.require("proxy-init", caps.iptables_needs(iptables_mode, netns))
+        except caps.NotPermitted as exc:
+            log.error("%s", exc)
+            sys.exit(1)
     fams = apply.CLEANUP_FAMILIES if cleanup else apply.families(cfg, log)
     try:
         plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin_path,

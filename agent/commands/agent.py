@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from kernsplit.agent import logs
+from kernsplit.agent import caps, logs
 from kernsplit.agent.commands.params import NETNS, cluster_domain_option
 
 log = logging.getLogger("kernsplit.agent")
@@ -29,6 +29,16 @@ def source_options(name: str, config_paths: tuple[str, ...], file_settle: float)
     if name == "files":
         return {"paths": list(config_paths), "settle": file_settle}
     return {}
+
+
+def check_privileges(dataplane: str, iptables_mode: str, netns: str | None) -> None:
+    """Fail at start, naming the capability, rather than deep inside iptables or BCC."""
+    role = f"kernsplit agent --dataplane {dataplane}"
+    if dataplane == "iptables":
+        caps.require(role, caps.iptables_needs(iptables_mode, netns))
+    else:
+        caps.require(role, caps.ebpf_needs())
+        caps.require_bpf_syscall(role)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -89,6 +99,11 @@ def agent(source, config_paths, file_settle, dataplane, once, netns, cgroup, bpf
         sys.exit(1)
     if once and not hasattr(src, "load"):
         raise click.UsageError(f"--once reads files: it does not work with --source {source}")
+    try:
+        check_privileges(dataplane, iptables_mode, netns)
+    except caps.NotPermitted as exc:
+        log.error("%s", exc)
+        sys.exit(1)
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
                                                            split_uids))

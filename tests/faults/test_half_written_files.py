@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from conftest import throwaway_netns
-from kernsplit.agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 
 pytestmark = pytest.mark.kernel
 
@@ -55,7 +56,7 @@ SERVICES_CUT = SERVICES[:SERVICES.index("kind: Endpoints")].rsplit("---", 1)[0] 
 
 def served(netns: str) -> set[str]:
     """Root ClusterIPs whose split chain DNATs to an endpoint (not refused, not missing)."""
-    lines = save(netns, Backend.NFT, Family.V4, table="nat").splitlines()
+    lines = save(netns, IptablesBackend.NFT, Family.V4, table="nat").splitlines()
     chains = {line.rsplit("-j ", 1)[1]: line.split("-d ", 1)[1].split("/", 1)[0]
               for line in lines if line.startswith("-A KS-SERVICES ") and "-d " in line}
     dnat = {line.split()[1] for line in lines if line.startswith("-A KS-SVC-") and "-j DNAT" in line}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner
 
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.netns import entered
 from kernsplit.init.cli import main
 from conftest import unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
@@ -111,7 +112,7 @@ def connect(netns: str, host: str, port: int, source: str | None = None) -> str:
     with entered(netns):
         s = socket.socket(family, socket.SOCK_STREAM)
     with s:
-        s.settimeout(2)
+        s.settimeout(scaled(2))
         if source:
             s.bind((source, 0))
         s.connect((host, port))
@@ -120,7 +121,7 @@ def connect(netns: str, host: str, port: int, source: str | None = None) -> str:
 
 _AS_UID = """
 import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
 print(s.makefile().readline().strip())
 """
 
@@ -128,8 +129,9 @@ print(s.makefile().readline().strip())
 def connect_as(uid: int, netns: str, host: str, port: int) -> str:
     """Connect from a child process running as `uid`/`gid` (no passwd entry needed)."""
     proc = subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", "setpriv", f"--reuid={uid}",
-                           f"--regid={uid}", "--clear-groups", "/usr/bin/python3", "-c", _AS_UID, host, str(port)],
-                          capture_output=True, text=True, timeout=10)
+                           f"--regid={uid}", "--clear-groups", "/usr/bin/python3", "-c", _AS_UID, host, str(port),
+                           str(scaled(2))],
+                          capture_output=True, text=True, timeout=scaled(10))
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 

@@ -90,7 +90,7 @@ def test_dry_run_is_an_alias_and_json_logs_go_to_stderr():
 
 
 def test_validation_refuses_when_its_address_is_ignored():
-    from kernsplit.init.validate import probe_port, validate
+    from kernsplit.init.probe import probe_port, validate
     result = validate(build_config(subnets_to_ignore=["192.0.2.0/24"], netns="/nonexistent/ks-netns"))
     assert not result.ok and "192.0.2.1 is inside --subnets-to-ignore" in result.message
     assert probe_port(build_config(outbound_ports_to_ignore=["15000-15003"])) == 15004

@@ -1,10 +1,12 @@
 """Partial sync planning (kube-proxy style), without a kernel: only changed chains are written."""
 from __future__ import annotations
 
-from kernsplit.agent.dataplane.iptables import diff, plan, render_changes
+from kernsplit.agent.dataplane.iptables.diff import diff
+from kernsplit.agent.dataplane.iptables.plan import plan
+from kernsplit.agent.dataplane.iptables.render import render_changes
 from kernsplit.agent.dataplane.iptables import names
 from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
-from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
 from kernsplit.agent.dataplane.iptables.diff import owned
 from kernsplit.agent.dataplane.iptables.render import render_full

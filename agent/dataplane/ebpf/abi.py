@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import ctypes as ct
 
-# Limits, as #defined in bpf/ks_types.h (checked against a compiled program by the same test).
-KS_MAX_SPLITS = 16384
-KS_MAX_BACKENDS = 17      # 16 backendRefs + the root's own endpoints on fallback
-KS_SLOTS_LOG2 = 12
-KS_MAX_SLOTS = 1 << KS_SLOTS_LOG2
-KS_NAME_LEN = 64
-KS_SPLIT_NAME_LEN = 256
-KS_KIND_LEN = 16
-KS_SCHEMA_LEN = 32
-KS_MAX_SPLIT_UIDS = 8
-KS_SLOT_REFUSE = 1        # ks_slot.flags: a refusal, not an endpoint
-KS_NO_BACKEND = 0xFFFF    # ks_slot.backend of a refusal counted against no listed backend
+# The limits are part of the ABI (and of the schema fingerprint): re-exported here.
+from kernsplit.agent.dataplane.ebpf.limits import (  # noqa: F401
+    KS_KIND_LEN, KS_MAX_BACKENDS, KS_MAX_SLOTS, KS_MAX_SPLIT_UIDS, KS_MAX_SPLITS, KS_NAME_LEN,
+    KS_NO_BACKEND, KS_SCHEMA_LEN, KS_SLOT_REFUSE, KS_SLOTS_LOG2, KS_SPLIT_NAME_LEN)
 
 
 class ServiceKey(ct.Structure):

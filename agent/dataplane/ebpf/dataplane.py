@@ -61,7 +61,7 @@ class EbpfDataplane:
         self.rejected = [r.message for r in self._rejected.values()]
         maps = self._ready(list(self._images.values()))
         if full or self._known is None:
-            self._known, scope = maps.installed(), None
+            self._known, scope = maps.read_all(), None
             if maps.config() != self.config:     # drift, or another agent's --split-uid
                 maps.write_config(self.config)
         keep = [r.key for r in self._rejected.values()]
@@ -123,7 +123,7 @@ class EbpfDataplane:
         maps = self._maps or KernelMaps(self.pins)
         try:
             out = []
-            for key, inst in sorted(maps.installed().items()):
+            for key, inst in sorted(maps.read_all().items()):
                 meta = inst.image.meta
                 counts = maps.counters(inst.split_id, len(meta.backends))
                 out.append(ObservedSplit(
@@ -145,10 +145,6 @@ class EbpfDataplane:
             self._maps.close()
             self._maps = None
         self._known = None
-
-    def program_ids(self) -> dict[str, int]:
-        return {name: loader.prog_id(self.pins.prog(name)) for name in loader.PROGRAMS
-                if self.pins.prog(name).exists()}
 
     def _ready(self, images: Sequence[plan.SplitImage]) -> KernelMaps:
         if self._maps is not None:

@@ -99,9 +99,7 @@ def prog_id(path: Path) -> int:
     fd = bpfsys.obj_get(path)
     try:
         info = _ProgInfo()
-        size = ct.c_uint32(ct.sizeof(info))
-        bpfsys._check(bpfsys._lib.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)),
-                      f"program info {path}")
+        bpfsys.obj_info(fd, info, f"program info {path}")
         return info.id
     finally:
         os.close(fd)

@@ -117,7 +117,7 @@ class KernelMaps:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def installed(self) -> dict[plan.Addr, plan.Installed]:
+    def read_all(self) -> dict[plan.Addr, plan.Installed]:
         services, slots, metas = (self.maps[n] for n in ("ks_services", "ks_slots", "ks_meta"))
         out: dict[plan.Addr, plan.Installed] = {}
         for k in services.keys():

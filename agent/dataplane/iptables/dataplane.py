@@ -23,7 +23,8 @@ from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_pla
 from kernsplit.agent.dataplane.iptables.render import render_changes
 from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables import exec as ipt
-from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.rule import target_of
 from kernsplit.agent.iptables.saved import SavedTable, parse_save
 from kernsplit.agent.model.resolved import SplitPort
@@ -34,7 +35,7 @@ log = logging.getLogger("kernsplit.dataplane.iptables")
 # up to this many chains, else with one `iptables-save -c`. Measured with 10,000 split ports
 # installed: nft lists one chain in 3 ms and saves the nat table in 390 ms; legacy needs 100 ms for
 # either listing (it always fetches the whole table) and 165 ms for the save.
-PER_CHAIN_READS = {Backend.NFT: 64, Backend.LEGACY: 1}
+PER_CHAIN_READS = {IptablesBackend.NFT: 64, IptablesBackend.LEGACY: 1}
 
 MODES = ("auto", "legacy", "nft")
 FAMILIES = (Family.V4, Family.V6)
@@ -63,7 +64,7 @@ class IptablesDataplane:
             raise ValueError(f"unknown iptables mode {mode!r}: choose one of {', '.join(MODES)}")
         self.netns = netns
         self.mode = mode
-        self._backend: Backend | None = None if mode == "auto" else Backend(mode)
+        self._backend: IptablesBackend | None = None if mode == "auto" else IptablesBackend(mode)
         # The plan of every split port of the last sync, by key. Derived from the desired state
         # alone; a sync re-plans only the split ports the caller says changed.
         self._plans: dict[PortKey, PortPlan] = {}
@@ -73,7 +74,7 @@ class IptablesDataplane:
 
     # -- backend -------------------------------------------------------------------------------
 
-    def _ours_with(self, backend: Backend) -> bool:
+    def _ours_with(self, backend: IptablesBackend) -> bool:
         for fam in FAMILIES:
             rs = self._read(fam, backend)
             if rs is not None and rs.tables:
@@ -81,11 +82,11 @@ class IptablesDataplane:
         return False
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> IptablesBackend:
         """Chosen once per instance: where our chains already are (a restarted agent adopts them),
         else proxy-init's rule (legacy if legacy rules exist, else nft if it works)."""
         if self._backend is None:
-            found = next((b for b in (Backend.NFT, Backend.LEGACY) if self._ours_with(b)), None)
+            found = next((b for b in (IptablesBackend.NFT, IptablesBackend.LEGACY) if self._ours_with(b)), None)
             if found is not None:
                 self._backend, why = found, "kernsplit chains already present there"
             else:
@@ -96,7 +97,7 @@ class IptablesDataplane:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _saved(self, family: Family, backend: Backend | None = None) -> dict[str, SavedTable] | None:
+    def _saved(self, family: Family, backend: IptablesBackend | None = None) -> dict[str, SavedTable] | None:
         """The kernel's tables with counters, parsed; None when this family's iptables is unusable."""
         try:
             text = ipt.save(self.netns, backend or self.backend, family, counters=True)
@@ -105,7 +106,7 @@ class IptablesDataplane:
             return None
         return parse_save(text)
 
-    def _read(self, family: Family, backend: Backend | None = None) -> Ruleset | None:
+    def _read(self, family: Family, backend: IptablesBackend | None = None) -> Ruleset | None:
         """Our part of the kernel's tables; None when this family's iptables is unusable."""
         saved = self._saved(family, backend)
         return None if saved is None else owned(family, saved)
@@ -248,8 +249,8 @@ class IptablesDataplane:
                 written += 1
         return written, len(set(have_keys) - set(want_keys)), unchanged
 
-    def _backends_to_scan(self) -> tuple[Backend, ...]:
-        return (Backend.NFT, Backend.LEGACY) if self.mode == "auto" else (Backend(self.mode),)
+    def _backends_to_scan(self) -> tuple[IptablesBackend, ...]:
+        return (IptablesBackend.NFT, IptablesBackend.LEGACY) if self.mode == "auto" else (IptablesBackend(self.mode),)
 
     def cleanup(self) -> None:
         for backend in self._backends_to_scan():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kernsplit.agent.dataplane.iptables import names
 from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
-from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import SavedTable
 
 TABLES = ("nat", "filter")

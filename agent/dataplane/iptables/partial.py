@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble
 from kernsplit.agent.dataplane.iptables.ruleset import Ruleset, Table
-from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.kinds import Family
 
 PortKey = tuple[str, int, str]
 

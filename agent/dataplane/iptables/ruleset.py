@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.rule import Rule
 
 __all__ = ["Rule", "Chain", "Table", "Ruleset"]
