@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from kernsplit.agent.dataplane.iptables import comments, names
-from kernsplit.agent.dataplane.iptables.diff import Changes
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
-from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.diff import Changes
+from kernsplit.agent.iptables.render import Counters
+from kernsplit.agent.iptables.rule import Rule, target_of
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import SavedTable, split_words
 
 Key = tuple[str, ...]
@@ -44,6 +45,14 @@ def rule_key(args: Iterable[str]) -> Key | None:
     if metas and target_of(args) is None:
         return ("metadata",)
     return None
+
+
+def lookup(counts: Counts) -> Counters:
+    """`counts` as the renderer asks for them: a rule of a rewritten chain -> the (packets, bytes)
+    of the replaced rule that stood for the same thing."""
+    def found(table: str, rule: Rule) -> tuple[int, int] | None:
+        return counts.get((table, rule.chain, rule_key(rule.args)))
+    return found
 
 
 def rewritten(changes: Changes, have: Ruleset) -> list[Place]:

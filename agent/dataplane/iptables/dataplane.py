@@ -17,15 +17,16 @@ from collections.abc import Mapping
 
 from kernsplit.agent.dataplane.base import Desired, ObservedSplit, PortKey, SyncResult, by_key
 from kernsplit.agent.dataplane.iptables import carry, comments, names, partial
-from kernsplit.agent.dataplane.iptables.diff import Changes, diff, owned
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
-from kernsplit.agent.dataplane.iptables.render import render_changes
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables import exec as ipt
+from kernsplit.agent.iptables.diff import Changes, diff
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.iptables.ownership import owned
+from kernsplit.agent.iptables.render import render
 from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import SavedTable, parse_save
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -109,7 +110,7 @@ class IptablesDataplane:
     def _read(self, family: Family, backend: IptablesBackend | None = None) -> Ruleset | None:
         """Our part of the kernel's tables; None when this family's iptables is unusable."""
         saved = self._saved(family, backend)
-        return None if saved is None else owned(family, saved)
+        return None if saved is None else owned(names.OWNERSHIP, family, saved)
 
     # -- Dataplane protocol --------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class IptablesDataplane:
                 have = assemble(old.values(), fam)    # what the last sync wrote
             else:
                 saved = self._saved(fam)
-                have = None if saved is None else owned(fam, saved)
+                have = None if saved is None else owned(names.OWNERSHIP, fam, saved)
             if have is None:
                 if want.tables:
                     raise IptablesError(f"cannot read {fam.value} iptables in netns "
@@ -174,7 +175,7 @@ class IptablesDataplane:
         if found is None:
             return 0, 0
         want, have = found
-        changes = diff(want, have)
+        changes = diff(want, have, names.OWNERSHIP.jumps)
         if not changes.empty:
             try:
                 self._write(fam, changes, have, None)
@@ -182,7 +183,7 @@ class IptablesDataplane:
                 # Our picture of the kernel was wrong (someone changed it): compare with the kernel.
                 log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
                 saved = self._saved(fam) or {}
-                self._apply(fam, assemble(new.values(), fam), owned(fam, saved), saved)
+                self._apply(fam, assemble(new.values(), fam), owned(names.OWNERSHIP, fam, saved), saved)
         mine = [k for k in changed if (new.get(k) or old.get(k)).family is fam]
         written = sum(1 for k in mine if k in new and (k not in old or old[k] != new[k]))
         return written, sum(1 for k in mine if k in old and k not in new)
@@ -218,10 +219,10 @@ class IptablesDataplane:
 
     def _write(self, fam: Family, changes: Changes, have: Ruleset, saved: dict[str, SavedTable] | None) -> None:
         counts = self._counts_for(fam, changes, have, saved)
-        ipt.restore(self.netns, self.backend, fam, render_changes(changes, counts), counters=bool(counts))
+        ipt.restore(self.netns, self.backend, fam, render(changes, carry.lookup(counts)), counters=bool(counts))
 
     def _apply(self, fam: Family, want: Ruleset, have: Ruleset, saved: dict[str, SavedTable] | None) -> Changes:
-        changes = diff(want, have)
+        changes = diff(want, have, names.OWNERSHIP.jumps)
         if changes.empty:
             return changes
         try:
@@ -230,8 +231,8 @@ class IptablesDataplane:
             # Our picture of the kernel was wrong (someone changed it): re-read, retry once.
             log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
             saved = self._saved(fam) or {}
-            have = owned(fam, saved)
-            changes = diff(want, have)
+            have = owned(names.OWNERSHIP, fam, saved)
+            changes = diff(want, have, names.OWNERSHIP.jumps)
             if not changes.empty:
                 self._write(fam, changes, have, saved)
         return changes
@@ -258,8 +259,8 @@ class IptablesDataplane:
                 have = self._read(fam, backend)
                 if have is None or not have.tables:
                     continue
-                changes = diff(Ruleset(fam, ()), have)
-                ipt.restore(self.netns, backend, fam, render_changes(changes))
+                changes = diff(Ruleset(fam, ()), have, names.OWNERSHIP.jumps)
+                ipt.restore(self.netns, backend, fam, render(changes))
                 log.info("removed kernsplit chains (%s, %s)", backend.value, fam.value)
         self._plans, self._trusted = {}, False
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from kernsplit.agent.dataplane.iptables import refuse
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset, Table
+from kernsplit.agent.iptables.ruleset import Ruleset, Table
 from kernsplit.agent.iptables.kinds import Family
 
 PortKey = tuple[str, int, str]
@@ -35,9 +36,12 @@ def pair(old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan], chang
         return None
     if not all(_own_chain_only(o, n) for o, n in touched):
         return assemble(new.values(), family), assemble(old.values(), family)
+    # KS-REFUSE is there already when a touched chain refuses a share (refusal did not start or
+    # end); listed on both sides it is not written, and the chains that jump to it stay checked.
+    static = (refuse.nat_chain(),) if any(n.marks for _, n in touched) else ()
 
     def only(chains) -> Ruleset:
         # No jumps on either side: they are not touched, so the diff leaves them alone.
-        return Ruleset(family, (Table("nat", tuple(chains), ()),))
+        return Ruleset(family, (Table("nat", (*chains, *static), ()),))
     return (only(n.chain for o, n in touched if o.chain != n.chain),
             only(o.chain for o, n in touched if o.chain != n.chain))
