@@ -35,14 +35,14 @@ Counts = Mapping[tuple[str, str, Key], tuple[int, int]]   # (table, chain, key) 
 def rule_key(args: Iterable[str]) -> Key | None:
     """What a rule of ours stands for, independent of weights; None for rules we do not carry."""
     args = tuple(args)
-    metas = [m for m in map(comments.parse, comments.all_comments(args)) if m]
-    for m in metas:
-        if "endpoint" in m and "backend" in m:
-            return ("endpoint", m["backend"], m["endpoint"])
-    for m in metas:
-        if "root" in m and "ip" in m:
-            return ("root", m["ip"], m.get("port", ""))
-    if metas and target_of(args) is None:
+    found = comments.decode_rule(args)
+    for c in found:
+        if isinstance(c, comments.SlotComment):
+            return ("endpoint", c.backend, c.endpoint)
+    for c in found:
+        if isinstance(c, comments.RootComment):
+            return ("root", c.ip, str(c.port))
+    if found and target_of(args) is None:
         return ("metadata",)
     return None
 

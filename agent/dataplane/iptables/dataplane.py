@@ -50,10 +50,9 @@ def _entry_keys(rs: Ruleset) -> dict[tuple[str, int], tuple[str, ...]]:
             if chain.name not in (names.SERVICES, names.REJECT):
                 continue
             for rule in chain.rules:
-                meta = next((m for m in map(comments.parse, comments.all_comments(rule.args))
-                             if m and "root" in m), None)
-                if meta:
-                    keys[(meta.get("ip", ""), int(meta.get("port", 0)))] = rule.args
+                root = next((c for c in comments.decode_rule(rule.args) if isinstance(c, comments.RootComment)), None)
+                if root:
+                    keys[(root.ip, root.port)] = rule.args
     return keys
 
 
