@@ -160,6 +160,8 @@ def test_split_and_endpoint_changes_reach_the_kernel(node):
     node.api.apply(slice_of("my-app-v2", (V2, READY), (V2B, TERMINATING)))
     node.until({"v2": 10}, "a terminating endpoint leaves the table while a ready one exists")
 
+    node.api.apply(split(1, 1))
+    _both(node, {"v1", "v2"})
     node.api.delete("v1", "Service", "my-app-v2")
     node.until({"v1": 10}, "backend Service deleted: the split leaves it out (SMI), v1 takes all")
 
