@@ -41,7 +41,7 @@ def timed(fn) -> float:
 def bench_proxy_init(repeat: int) -> dict[str, float]:
     import logging
 
-    from kernsplit.agent.iptables.exec import Family
+    from kernsplit.agent.iptables.kinds import Family
     from kernsplit.init.apply import execute, make_plans
     from kernsplit.init.config import build_config
     log = logging.getLogger("bench")

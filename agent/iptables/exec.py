@@ -5,29 +5,19 @@ whole or not at all.
 """
 from __future__ import annotations
 
-import enum
 import os
 import subprocess
 from collections.abc import Sequence
 
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.netns import wrap_command
-
-
-class Backend(str, enum.Enum):
-    LEGACY = "legacy"
-    NFT = "nft"
-
-
-class Family(str, enum.Enum):
-    V4 = "ipv4"
-    V6 = "ipv6"
 
 
 class IptablesError(RuntimeError):
     """An iptables command failed; the message carries its stderr."""
 
 
-def binary(tool: str, backend: Backend, family: Family) -> str:
+def binary(tool: str, backend: IptablesBackend, family: Family) -> str:
     """e.g. binary("restore", NFT, V6) -> "ip6tables-nft-restore"."""
     base = "ip6tables" if family is Family.V6 else "iptables"
     suffix = "" if tool == "" else f"-{tool}"
@@ -47,7 +37,7 @@ def _run(argv: Sequence[str], netns: str | os.PathLike | None, stdin: str | None
     return proc.stdout
 
 
-def save(netns: str | os.PathLike | None, backend: Backend, family: Family = Family.V4,
+def save(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family = Family.V4,
          table: str | None = None, counters: bool = False) -> str:
     argv = [binary("save", backend, family)]
     if table:
@@ -57,7 +47,7 @@ def save(netns: str | os.PathLike | None, backend: Backend, family: Family = Fam
     return _run(argv, netns)
 
 
-def list_chain(netns: str | os.PathLike | None, backend: Backend, family: Family, table: str, chain: str,
+def list_chain(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family, table: str, chain: str,
                counters: bool = False) -> str:
     """`iptables -t TABLE -S CHAIN [-v]`: one chain's rules (with `-c PKTS BYTES` when counters)."""
     argv = [binary("", backend, family), "-t", table, "-S", chain]
@@ -66,7 +56,7 @@ def list_chain(netns: str | os.PathLike | None, backend: Backend, family: Family
     return _run(argv, netns)
 
 
-def restore(netns: str | os.PathLike | None, backend: Backend, family: Family, text: str,
+def restore(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family, text: str,
             noflush: bool = True, wait: bool = False, counters: bool = False) -> None:
     """counters: honour `[pkts:bytes]` prefixes in `text` (iptables-restore --counters)."""
     argv = [binary("restore", backend, family)]
@@ -89,19 +79,19 @@ def _has_rules(saved: str) -> bool:
     return False
 
 
-def detect_backend(netns: str | os.PathLike | None, family: Family = Family.V4) -> tuple[Backend, str]:
+def detect_backend(netns: str | os.PathLike | None, family: Family = Family.V4) -> tuple[IptablesBackend, str]:
     """Pick the backend for a namespace, Istio-style, and say why.
 
     legacy when legacy rules already exist there (mixing backends makes both half-blind);
     else nft when it works; else legacy.
     """
     try:
-        if _has_rules(save(netns, Backend.LEGACY, family)):
-            return Backend.LEGACY, "legacy rules already present in this namespace"
+        if _has_rules(save(netns, IptablesBackend.LEGACY, family)):
+            return IptablesBackend.LEGACY, "legacy rules already present in this namespace"
     except IptablesError:
         pass
     try:
-        save(netns, Backend.NFT, family)
-        return Backend.NFT, "no legacy rules present and the nf_tables backend works"
+        save(netns, IptablesBackend.NFT, family)
+        return IptablesBackend.NFT, "no legacy rules present and the nf_tables backend works"
     except IptablesError as exc:
-        return Backend.LEGACY, f"nf_tables backend unusable ({exc}); falling back to legacy"
+        return IptablesBackend.LEGACY, f"nf_tables backend unusable ({exc}); falling back to legacy"

@@ -20,6 +20,7 @@ from kernsplit.agent import mounts
 from kernsplit.agent.lab import cgroups, procs, state, topology
 from kernsplit.agent.lab.manifests import SERVICES_FILE, SPLIT_FILE, render_services, write_atomic
 from kernsplit.agent.lab.plan import PREFIX_RE, PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab
+from kernsplit.agent.lab.timescale import scaled
 
 BPFFS_ROOT = mounts.BPFFS
 DATAPLANES = ("iptables", "ebpf")
@@ -143,7 +144,8 @@ class Lab:
     def _wait_listening(self) -> None:
         waiting = {key: (pid, PROXY_OUT_PORT if key == "tproxy" else SERVER_PORT)
                    for key, pid in self.pids.items()}
-        deadline = time.monotonic() + READY_TIMEOUT
+        ready_timeout = scaled(READY_TIMEOUT)
+        deadline = time.monotonic() + ready_timeout
         while waiting:
             for key, (pid, port) in list(waiting.items()):
                 if procs.listening(pid, port):
@@ -151,7 +153,7 @@ class Lab:
                 elif not procs.alive(pid):
                     raise LabError(f"{key} exited at start; see {self.logs / (key + '.log')}")
             if time.monotonic() > deadline:
-                raise LabError(f"not listening after {READY_TIMEOUT}s: {', '.join(waiting)}")
+                raise LabError(f"not listening after {ready_timeout}s: {', '.join(waiting)}")
             time.sleep(0.02)
 
     # -- the agent ----------------------------------------------------------------------------
@@ -200,7 +202,7 @@ class Lab:
         argv = procs.python_module("kernsplit.agent.lab.load", "--target", target, "-n", str(connections),
                                    "-c", str(concurrency))
         proc = subprocess.run(self.exec_argv(pod, argv, uid), capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=scaled(timeout))
         if proc.returncode != 0:
             raise LabError(f"load in {pod} failed (exit {proc.returncode}): {proc.stderr.strip()}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -209,7 +211,7 @@ class Lab:
         argv = [program("kernsplit"), "show", "--dataplane", self.dataplane, "--netns", self.node]
         if self.bpffs is not None:
             argv += ["--bpffs", str(self.bpffs)]
-        return subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=30)
+        return subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=scaled(30))
 
 
 def open_lab(prefix: str, dataplane: str = "iptables", **plan_args) -> Lab:

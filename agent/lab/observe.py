@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 
 from kernsplit.agent.lab.lab import Lab, LabError
+from kernsplit.agent.lab.timescale import scaled
 
 
 def _objects(node) -> Iterator[dict]:
@@ -69,7 +70,9 @@ def show_json(lab: Lab):
 def wait_applied(lab: Lab, weights: Mapping[str, int] | None, root: str = "my-app",
                  timeout: float = 10.0) -> dict:
     """Poll `kernsplit show` until the split of `root` is in the kernel with these backend
-    weights (as proportions; None: just present); returns the show document."""
+    weights (as proportions; None: just present); returns the show document. `timeout` is for a
+    fast machine: it is stretched by KERNSPLIT_TEST_TIME_SCALE."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last = None
     while True:

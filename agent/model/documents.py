@@ -102,11 +102,11 @@ def _walk(top: str) -> Iterator[str]:
 def read_documents(paths: Sequence[str | os.PathLike], sink: DiagnosticSink) -> list[Document]:
     documents: list[Document] = []
     for file in manifest_files(paths, sink):
-        documents.extend(_read_file(file, sink))
+        documents.extend(read_file(file, sink))
     return documents
 
 
-def _read_file(file: str, sink: DiagnosticSink) -> list[Document]:
+def read_file(file: str, sink: DiagnosticSink) -> list[Document]:
     try:
         with open(file, encoding="utf-8") as handle:
             text = handle.read()
@@ -127,6 +127,9 @@ def _parse_json(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, A
         sink.add("error", file, "document 1", f"line {exc.lineno}, column {exc.colno}",
                  f"JSON syntax error: {exc.msg}")
         return []
+    except ValueError as exc:   # a number of more than 4,300 digits (Python's limit)
+        sink.add("error", file, "document 1", "-", f"cannot read: {exc}")
+        return []
 
 
 def _parse_yaml(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, Any]]:
@@ -140,6 +143,8 @@ def _parse_yaml(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, A
         problem = getattr(exc, "problem", None) or str(exc)
         # Documents before the broken one were read; the rest of the file cannot be trusted.
         sink.add("error", file, f"document {len(documents) + 1}", where, f"YAML syntax error: {problem}")
+    except ValueError as exc:   # a number of more than 4,300 digits (Python's limit)
+        sink.add("error", file, f"document {len(documents) + 1}", "-", f"cannot read: {exc}")
     return documents
 
 

@@ -20,10 +20,14 @@ from fractions import Fraction
 import pytest
 
 from conftest import throwaway_netns
-from kernsplit.agent.dataplane.iptables import diff, plan, render_changes, render_full
-from kernsplit.agent.dataplane.iptables.diff import owned
-from kernsplit.agent.iptables.exec import Backend, Family, restore, save
+from tests.fixtures import agent_diff as diff
+from kernsplit.agent.dataplane.iptables.plan import plan
+from tests.fixtures import agent_render as render_changes, agent_render_full as render_full
+from tests.fixtures import agent_owned as owned
+from kernsplit.agent.iptables.exec import restore, save
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 
@@ -88,7 +92,7 @@ def _topology(netns: str) -> list[socket.socket]:
 def _outcome(netns: str, ip: str) -> str:
     with entered(netns):
         s = socket.socket()
-        s.settimeout(1.0)
+        s.settimeout(scaled(1.0))
         try:
             s.connect((ip, PORT))
             return SERVED
@@ -109,7 +113,7 @@ def _prefixes(text: str) -> list[str]:
 @pytest.mark.parametrize("mode", ["nft", "legacy"])
 @pytest.mark.parametrize("before, after", CHANGES, ids=[f"{b} -> {a}" for b, a in CHANGES])
 def test_every_cut_leaves_each_split_port_served_or_refused(root_required, mode, before, after):
-    backend = Backend(mode)
+    backend = IptablesBackend(mode)
     change = None
     for n, prefix in enumerate(_prefixes_of(backend, before, after)):
         with throwaway_netns() as netns:
@@ -139,7 +143,7 @@ def _as_expected(got: dict[str, set[str]], state: str) -> bool:
     return True
 
 
-def _prefixes_of(backend: Backend, before: str, after: str) -> list[str]:
+def _prefixes_of(backend: IptablesBackend, before: str, after: str) -> list[str]:
     """The agent's restore input for before -> after, computed against a real kernel holding
     `before` (the same pure path as the dataplane's sync), cut at every COMMIT."""
     with throwaway_netns() as netns:

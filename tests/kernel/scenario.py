@@ -16,6 +16,7 @@ from kernsplit.agent.lab.lab import Lab, down, open_lab
 from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
 from kernsplit.agent.lab.observe import wait_applied
 from kernsplit.agent.lab.plan import SEED_APPS, AppSpec, ServiceSpec, new_prefix
+from kernsplit.agent.lab.timescale import scaled
 
 ROOT = "my-app"
 ROOT_VIP = "10.100.200.30:80"
@@ -89,6 +90,7 @@ def assert_shares(counts: Mapping[str, int], weights: Mapping[str, int], sigmas:
 
 def wait_log(path: Path, since: int, pattern: str, timeout: float = 10.0) -> str:
     """Wait until the log, from byte offset `since`, matches `pattern`; returns that part."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:

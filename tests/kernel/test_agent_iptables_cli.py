@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from kernsplit.agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.lab.timescale import scaled
 from test_agent_iptables_dataplane import Topology
 
 pytestmark = pytest.mark.kernel
@@ -65,11 +67,11 @@ def topo(netns):
 
 def agent(netns, *args, env=None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([KERNSPLIT, "agent", "--netns", netns, *map(str, args)],
-                          capture_output=True, text=True, timeout=30, env=env, **kw)
+                          capture_output=True, text=True, timeout=scaled(30), env=env, **kw)
 
 
 def _saved(netns):
-    text = save(netns, Backend.NFT, Family.V4, counters=True)
+    text = save(netns, IptablesBackend.NFT, Family.V4, counters=True)
     return "\n".join(l for l in text.splitlines() if not l.startswith("#"))
 
 
@@ -96,7 +98,7 @@ def test_restart_with_same_config_rewrites_nothing(netns, topo, config, tmp_path
     assert agent(netns, "--config", config, "--once").returncode == 0
     topo.connect(ROOT_IP, 80, n=30)
     topo.accepted()
-    time.sleep(0.3)    # closing connections' last packets settle (built-in chain counters)
+    time.sleep(scaled(0.3))  # closing connections' last packets settle (built-in chain counters)
     before = _saved(netns)
     # Observe the real iptables-restore being run (or not) through a logging wrapper on PATH.
     shim, calls = tmp_path / "shim", tmp_path / "restore-calls"
@@ -137,7 +139,7 @@ class Running:
         return self.log.read_text()
 
     def wait_log(self, needle: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while needle not in self.text():
             assert self.proc.poll() is None, f"agent exited: {self.text()}"
             assert time.monotonic() < deadline, f"{needle!r} not logged: {self.text()}"
@@ -146,7 +148,7 @@ class Running:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=10)
+        return self.proc.wait(timeout=scaled(10))
 
 
 @pytest.fixture
@@ -165,7 +167,7 @@ def running(netns, config, tmp_path):
 
 
 def _until(check, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         value = check()
         if value:
@@ -253,5 +255,5 @@ def test_clients_in_other_namespaces_are_split_and_refused(netns, topo, config, 
         assert got[V1] + got[V2] == 100 and got[V1] > got[V2]
         start = time.monotonic()
         assert client.connect("10.100.200.40", 80, n=2) == [errno.ECONNREFUSED] * 2
-        assert time.monotonic() - start < 2.5, "refusal must not wait for a timeout"
+        assert time.monotonic() - start < scaled(2.5), "refusal must not wait for a timeout"
         assert topo.accepted()["10.100.200.40"] == 0

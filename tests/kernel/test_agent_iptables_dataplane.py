@@ -18,7 +18,9 @@ import pytest
 
 from kernsplit.agent.dataplane.iptables import IptablesDataplane
 from kernsplit.agent.dataplane.iptables import names
-from kernsplit.agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 
@@ -64,7 +66,7 @@ class Topology:
         with entered(self.netns):
             for _ in range(n):
                 s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-                s.settimeout(timeout)
+                s.settimeout(scaled(timeout))
                 try:
                     s.connect((ip, port))
                     results.append(0)
@@ -116,7 +118,7 @@ def mode(request):
 
 
 def _save(netns, mode):
-    return {f: _strip_dates(save(netns, Backend(mode), f, counters=True)) for f in (Family.V4, Family.V6)}
+    return {f: _strip_dates(save(netns, IptablesBackend(mode), f, counters=True)) for f in (Family.V4, Family.V6)}
 
 
 def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
@@ -137,7 +139,7 @@ def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
 
         start = time.monotonic()
         assert topo.connect("10.100.200.33", 80, n=3) == [errno.ECONNREFUSED] * 3
-        assert time.monotonic() - start < 2.5, "refusal must not wait for a timeout"
+        assert time.monotonic() - start < scaled(2.5), "refusal must not wait for a timeout"
         assert topo.accepted()["10.100.200.33"] == 0
 
         assert topo.connect("fd00:200::30", 80, n=40) == [0] * 40
@@ -180,7 +182,7 @@ def test_second_sync_writes_nothing_and_keeps_counters(netns, mode):
         IptablesDataplane(netns=netns, mode=mode).sync([SEED, REFUSE, V6])
         topo.connect("10.100.200.30", 80, n=20)
         topo.accepted()
-        time.sleep(0.3)        # let the closed connections' last packets pass (built-in chain counters)
+        time.sleep(scaled(0.3))  # let the closed connections' last packets pass (built-in chain counters)
         before = _save(netns, mode)
         # A new instance (a restarted agent) reads the kernel and finds it already right.
         again = IptablesDataplane(netns=netns, mode=mode).sync([SEED, REFUSE, V6], full=True)
@@ -191,15 +193,15 @@ def test_second_sync_writes_nothing_and_keeps_counters(netns, mode):
 def test_drift_is_repaired_by_full_sync(netns, mode):
     dp = IptablesDataplane(netns=netns, mode=mode)
     dp.sync([SEED])
-    want = save(netns, Backend(mode), Family.V4)
+    want = save(netns, IptablesBackend(mode), Family.V4)
     tool = f"iptables-{mode}"
     subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", tool, "-t", "nat", "-D", "OUTPUT",
                     "-m", "comment", "--comment", "kernsplit: split service connections", "-j", "KS-SERVICES"],
                    check=True)
-    assert save(netns, Backend(mode), Family.V4) != want
+    assert save(netns, IptablesBackend(mode), Family.V4) != want
     result = dp.sync([SEED], full=True)
     assert result.written == 0 and result.unchanged == 1      # the split itself was intact
-    assert _strip_dates(save(netns, Backend(mode), Family.V4)) == _strip_dates(want)
+    assert _strip_dates(save(netns, IptablesBackend(mode), Family.V4)) == _strip_dates(want)
 
 
 def _strip_dates(text: str) -> str:
@@ -218,15 +220,15 @@ def test_weight_change_and_removal_converge(netns, mode):
         assert (result.written, result.removed, result.unchanged) == (1, 1, 0)
         topo.connect("10.100.200.30", 80, n=30)
         assert topo.accepted()["10.1.0.2"] == 30
-        nat = save(netns, Backend(mode), Family.V4, table="nat")
+        nat = save(netns, IptablesBackend(mode), Family.V4, table="nat")
         assert names.svc_chain(REFUSE) not in nat and names.REFUSE not in nat
-        assert "KS-REJECT" not in save(netns, Backend(mode), Family.V4, table="filter")   # nothing refuses
+        assert "KS-REJECT" not in save(netns, IptablesBackend(mode), Family.V4, table="filter")   # nothing refuses
         dp.sync([])
-        assert "KS-" not in save(netns, Backend(mode), Family.V4)
+        assert "KS-" not in save(netns, IptablesBackend(mode), Family.V4)
 
 
 def test_cleanup_restores_exact_prior_state_with_foreign_chain(netns, mode):
-    b = Backend(mode)
+    b = IptablesBackend(mode)
     foreign = ("*nat\n:FOREIGN - [0:0]\n-A FOREIGN -p tcp -j RETURN\n-A OUTPUT -j FOREIGN\nCOMMIT\n"
                "*filter\n:FOREIGN-F - [0:0]\n-A INPUT -j FOREIGN-F\nCOMMIT\n")
     subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", f"iptables-{mode}-restore", "--noflush"],
@@ -243,7 +245,7 @@ def test_cleanup_restores_exact_prior_state_with_foreign_chain(netns, mode):
 def test_auto_mode_adopts_the_backend_holding_our_chains(netns):
     IptablesDataplane(netns=netns, mode="legacy").sync([SEED])
     auto = IptablesDataplane(netns=netns)
-    assert auto.backend is Backend.LEGACY
+    assert auto.backend is IptablesBackend.LEGACY
     assert auto.sync([SEED]).unchanged == 1
     auto.cleanup()
     assert not auto.installed()
@@ -288,7 +290,7 @@ def test_weight_change_keeps_both_backends_connection_counts(netns, mode, how):
         if how == "restarted":
             dp = IptablesDataplane(netns=netns, mode=mode)
         assert dp.sync([_two(ip, 500, 500)], full=how == "restarted").written == 1
-        assert "--probability 0.50000000000" in save(netns, Backend(mode), Family.V4, table="nat")
+        assert "--probability 0.50000000000" in save(netns, IptablesBackend(mode), Family.V4, table="nat")
         assert topo.connect(ip, 80, n=100) == [0] * 100
         after = topo.accepted()
 
@@ -302,7 +304,7 @@ def test_weight_change_keeps_both_backends_connection_counts(netns, mode, how):
 def test_many_chains_rewritten_at_once_keep_their_counts(netns, mode):
     """More rewritten chains than the per-chain read limit: counters come from one iptables-save -c."""
     from kernsplit.agent.dataplane.iptables.dataplane import PER_CHAIN_READS
-    ips = [f"10.100.201.{i}" for i in range(1, PER_CHAIN_READS[Backend(mode)] + 3)]
+    ips = [f"10.100.201.{i}" for i in range(1, PER_CHAIN_READS[IptablesBackend(mode)] + 3)]
     with Topology(netns) as topo:
         topo.address(*ips)
         topo.listen("10.1.0.1", "10.1.0.2")

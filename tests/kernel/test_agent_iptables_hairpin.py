@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 from kernsplit.agent.dataplane.iptables import IptablesDataplane
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.netns import entered
 from conftest import throwaway_netns, unique_name
 
@@ -67,17 +68,17 @@ def _listen(pod: str, addr: str) -> socket.socket:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, PORT))
         s.listen(256)
-        s.settimeout(2)
+        s.settimeout(scaled(2))
         return s
 
 
 def _connect_and_see_peer(pod: str, listener: socket.socket, n: int) -> list[str]:
     """n connections from `pod` to the ClusterIP; the client address the listener saw for each
-    (a connection that does not complete within 2 s fails the test)."""
+    (a connection that does not complete within 2 s, scaled, fails the test)."""
     peers = []
     with entered(pod):
         for _ in range(n):
-            with socket.create_connection((CLUSTER_IP, 80), timeout=2):
+            with socket.create_connection((CLUSTER_IP, 80), timeout=scaled(2)):
                 conn, peer = listener.accept()
                 conn.close()
                 peers.append(peer[0])

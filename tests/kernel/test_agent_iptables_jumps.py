@@ -12,7 +12,8 @@ import subprocess
 import pytest
 
 from kernsplit.agent.dataplane.iptables import IptablesDataplane
-from kernsplit.agent.iptables.exec import Backend, Family, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 
 from test_agent_iptables_dataplane import Topology, _strip_dates, mode, split_port  # noqa: F401
 
@@ -41,7 +42,7 @@ def test_our_jump_wins_over_a_foreign_service_chain_and_is_moved_back_on_resync(
         topo.address(VIP)
         topo.listen("10.1.0.1", "10.1.0.9")
         _restore(netns, mode, FOREIGN)
-        before = _strip_dates(save(netns, Backend(mode), Family.V4, table="nat"))
+        before = _strip_dates(save(netns, IptablesBackend(mode), Family.V4, table="nat"))
         assert topo.connect(VIP, 80, n=5) == [0] * 5 and topo.accepted()["10.1.0.9"] == 5   # foreign wins now
 
         dp = IptablesDataplane(netns=netns, mode=mode)
@@ -61,13 +62,13 @@ def test_our_jump_wins_over_a_foreign_service_chain_and_is_moved_back_on_resync(
         assert topo.connect(VIP, 80, n=10) == [0] * 10 and topo.accepted()["10.1.0.1"] == 10
 
         # ours already first: the next full resync writes nothing at all
-        settled = _strip_dates(save(netns, Backend(mode), Family.V4))
+        settled = _strip_dates(save(netns, IptablesBackend(mode), Family.V4))
         caplog.clear()
         assert dp.sync([SPLIT], full=True).unchanged == 1
         assert "drift repaired" not in caplog.text
-        assert _strip_dates(save(netns, Backend(mode), Family.V4)) == settled
+        assert _strip_dates(save(netns, IptablesBackend(mode), Family.V4)) == settled
 
         dp.cleanup()
-        after = _strip_dates(save(netns, Backend(mode), Family.V4, table="nat"))
+        after = _strip_dates(save(netns, IptablesBackend(mode), Family.V4, table="nat"))
         restarted = "-A OUTPUT -m comment --comment restarted -j KUBE-SERVICES"
         assert after.replace(restarted + "\n", "", 1) == before                                # foreign rules intact

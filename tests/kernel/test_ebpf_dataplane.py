@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from kernsplit.agent import mounts
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 from tests.conftest import unique_name
+from tests.fixtures import program_ids
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
@@ -23,6 +25,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 # Runs in a child: join the cgroup, enter the netns, connect N times, report what it saw.
 CLIENT = r"""
 import ctypes, json, os, socket, sys
+from kernsplit.agent.lab.timescale import scaled
 cgroup, netns, host, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
 fd = os.open(netns, os.O_RDONLY)
@@ -31,7 +34,7 @@ fam = socket.AF_INET6 if ":" in host else socket.AF_INET
 out = []
 for _ in range(n):
     s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(2)
+    s.settimeout(scaled(2))
     try:
         s.connect((host, port))
         peer = s.getpeername()[:2]
@@ -91,7 +94,7 @@ def lab(netns):
 
     def client(host, port, n):
         proc = subprocess.run([sys.executable, "-c", CLIENT, str(cgroup), path, host, str(port), str(n)],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=scaled(60))
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -185,7 +188,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
                                                   ("my-app-v2", 100, [("10.1.0.2", 8080)])])]
     first = make(lab)
     first.sync(desired)
-    ids = first.program_ids()
+    ids = program_ids(first)
     assert first.compile_seconds is not None
     first.close()
 
@@ -197,7 +200,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
     rollout = [split_port("10.100.200.30", 80, [("my-app-v1", 0, [("10.1.0.1", 8080)]),
                                                   ("my-app-v2", 1000, [("10.1.0.2", 8080)])])]
     assert second.sync(rollout).written == 1
-    assert second.program_ids() == ids
+    assert program_ids(second) == ids
     assert labels(lab.client("10.100.200.30", 80, 50)) == {"v2": 50}
     # A full resync of an unchanged kernel writes nothing either.
     assert second.sync(rollout, full=True).written == 0
@@ -210,7 +213,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
 def test_cleanup_leaves_no_program_attachment_or_pin(lab):
     dp = make(lab)
     dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
-    ids = set(dp.program_ids().values())
+    ids = set(program_ids(dp).values())
     assert dp.installed()
     attached = subprocess.run(["bpftool", "-j", "cgroup", "show", str(lab.cgroup)],
                               capture_output=True, text=True, check=True).stdout

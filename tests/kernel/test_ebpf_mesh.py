@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import program_ids
 from tests.kernel.test_ebpf_dataplane import lab, labels, split_port  # noqa: F401 - `lab` is a fixture
+from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
@@ -23,6 +25,7 @@ VIP = ("10.100.200.30", 80)
 # per accepted connection: read SO_ORIGINAL_DST, connect there, answer the app with what it saw.
 PROXY = r"""
 import ctypes, json, os, socket, struct, sys
+from kernsplit.agent.lab.timescale import scaled
 import encodings.idna  # noqa: F401 - loaded while root: uid 2102 cannot read the interpreter's tree
 cgroup, netns, uid, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
@@ -40,7 +43,7 @@ for _ in range(n):
     orig = [socket.inet_ntoa(raw[4:8]), struct.unpack_from("!H", raw, 2)[0]]
     seen = {"orig": orig, "uid": os.getuid()}
     try:
-        up = socket.create_connection(tuple(orig), timeout=2)
+        up = socket.create_connection(tuple(orig), timeout=scaled(2))
         seen["label"] = up.recv(64).decode()
         seen["peer"] = list(up.getpeername())
         up.close()
@@ -53,13 +56,14 @@ for _ in range(n):
 # The app: uid 0, in the same cgroup and netns; connects to the ClusterIP like any client.
 APP = r"""
 import ctypes, json, os, socket, sys
+from kernsplit.agent.lab.timescale import scaled
 cgroup, netns, host, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
 fd = os.open(netns, os.O_RDONLY)
 assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0
 out = []
 for _ in range(n):
-    s = socket.create_connection((host, port), timeout=5)
+    s = socket.create_connection((host, port), timeout=scaled(5))
     peer = list(s.getpeername())
     data = b""
     while chunk := s.recv(4096):
@@ -95,7 +99,7 @@ def pod(lab):
         try:
             assert proxy.stdout.readline().strip() == "ready", proxy.stderr.read()
             app = subprocess.run([sys.executable, "-c", APP, str(lab.cgroup), netns, *map(str, VIP), str(n)],
-                                 capture_output=True, text=True, timeout=60)
+                                 capture_output=True, text=True, timeout=scaled(60))
         finally:
             proxy.kill()
             proxy.wait()
@@ -133,11 +137,11 @@ def test_without_split_uid_the_app_connect_is_rewritten_before_the_proxy(pod):
     desired = two_versions(pod)
     meshed = EbpfDataplane(cgroup=pod.cgroup, bpffs=pod.bpffs, split_uids=[PROXY_UID])
     meshed.sync(desired)
-    ids = meshed.program_ids()
+    ids = program_ids(meshed)
     meshed.close()
     plain = EbpfDataplane(cgroup=pod.cgroup, bpffs=pod.bpffs)        # restarted without the flag
     plain.sync(desired)
-    assert plain.compile_seconds is None and plain.program_ids() == ids
+    assert plain.compile_seconds is None and program_ids(plain) == ids
     plain.close()
     seen = pod.through_proxy(20)
     # The app's connect was rewritten to a pod address before proxy-init's rules saw it: the

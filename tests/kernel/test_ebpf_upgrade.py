@@ -10,13 +10,16 @@ import time
 
 import pytest
 
+from tests.fixtures import program_ids
 from tests.kernel.test_ebpf_dataplane import lab, labels, make, split_port  # noqa: F401 - `lab` is a fixture
+from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
 # Connects from the cgroup in a loop until stdin closes; says "going" after the first answer.
 LOOP = r"""
 import ctypes, json, os, socket, sys, threading
+from kernsplit.agent.lab.timescale import scaled
 cgroup, netns, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
 fd = os.open(netns, os.O_RDONLY)
@@ -26,7 +29,7 @@ threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).sta
 out = []
 while not stop.is_set():
     s = socket.socket()
-    s.settimeout(2)
+    s.settimeout(scaled(2))
     try:
         s.connect((host, port))
         out.append({"label": s.recv(64).decode()})
@@ -66,7 +69,7 @@ def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, ho
                                                   ("my-app-v2", 1, [("10.1.0.2", 8080)])])]
     old = make(lab)
     old.sync(desired)
-    old_ids = set(old.program_ids().values())
+    old_ids = set(program_ids(old).values())
     old.close()
     fake_other_schema(old.pins, how)
 
@@ -79,7 +82,7 @@ def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, ho
         r = new.sync(desired)
         time.sleep(0.05)                    # a few connects on the new programs too
     finally:
-        out, err = client.communicate(input="", timeout=60)
+        out, err = client.communicate(input="", timeout=scaled(60))
     assert client.returncode == 0, err
     results = json.loads(out)
 
@@ -87,7 +90,7 @@ def test_install_of_another_schema_is_replaced_without_failing_a_connect(lab, ho
     assert "built from another schema" in caplog.text
     assert (r.written, r.removed, r.unchanged) == (0, 0, 1)       # filled before it went live
     assert new.links_created == 0                                  # same links, new programs
-    new_ids = set(new.program_ids().values())
+    new_ids = set(program_ids(new).values())
     assert attached_ids(lab.cgroup) == new_ids and not new_ids & old_ids
     assert installed_schema(new.pins) == new.config.schema
     assert not new.pins.staging().root.exists()

@@ -14,8 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from kernsplit.agent.iptables import exec as ipt
-from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.iptables.ownership import owned
+from kernsplit.agent.iptables.render import render_full
 from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.init import apply, plan
 from kernsplit.init.cli import main
 from kernsplit.init.config import build_config
@@ -56,21 +60,21 @@ def run(*args: str):
 
 def state(netns: str, backend: str, counters: bool = False) -> dict[Family, str]:
     """iptables-save of both families, without the timestamp comments."""
-    return {f: "".join(line + "\n" for line in ipt.save(netns, Backend(backend), f, counters=counters).splitlines()
+    return {f: "".join(line + "\n" for line in ipt.save(netns, IptablesBackend(backend), f, counters=counters).splitlines()
                        if not line.startswith("#"))
             for f in FAMILIES}
 
 
 def preload(netns: str, backend: str) -> None:
     for family, text in FOREIGN.items():
-        ipt.restore(netns, Backend(backend), family, text)
+        ipt.restore(netns, IptablesBackend(backend), family, text)
 
 
 def _poke(netns: str) -> None:
     """Send a packet through nat OUTPUT (a refused loopback connection) to move rule counters."""
     subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", sys.executable, "-c",
-                    "import socket\ntry: socket.create_connection(('127.0.0.1', 1), timeout=1)\n"
-                    "except OSError: pass"], check=True)
+                    "import socket\ntry: socket.create_connection(('127.0.0.1', 1), timeout=%s)\n"
+                    "except OSError: pass" % scaled(1)], check=True)
 
 
 FLAGS = ["--ipv6", "--inbound-ports-to-ignore", "4190-4191", "--outbound-ports-to-ignore", "4567,4568",
@@ -90,8 +94,8 @@ def test_rerun_is_byte_identical_and_rewrites_nothing(netns, backend):
     cfg = build_config(ipv6=True, inbound_ports_to_ignore=["4190-4191"], outbound_ports_to_ignore=["4567,4568"],
                        subnets_to_ignore=["10.9.0.0/16,fd00:9::/64,2001:db8::1"])
     for family, version in ((Family.V4, 4), (Family.V6, 6)):
-        observed = parse_save(before[family])["nat"]
-        assert plan.is_up_to_date(plan.desired_ruleset(cfg, version), observed)
+        observed = owned(plan.OWNERSHIP, family, parse_save(before[family]))
+        assert apply.restore_text(plan.desired_ruleset(cfg, version), observed) is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -141,7 +145,7 @@ def test_auto_picks_nft_in_a_fresh_namespace_and_legacy_when_legacy_rules_exist(
         result = run("--netns", other, "--no-ipv6")
         assert "ipv4: using iptables-legacy (legacy rules already present" in result.stderr
         assert "KS-PROXY-INIT-OUTPUT" in state(other, "legacy")[Family.V4]
-        assert "KS-PROXY-INIT" not in ipt.save(other, Backend.NFT, Family.V4)
+        assert "KS-PROXY-INIT" not in ipt.save(other, IptablesBackend.NFT, Family.V4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -164,11 +168,11 @@ def test_a_failing_family_rolls_the_other_back(netns, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_restore_is_all_or_nothing(netns, backend):
     cfg = build_config(netns=netns)
-    good = plan.reconcile(plan.desired_ruleset(cfg, 4), None)
+    good = render_full(plan.desired_ruleset(cfg, 4), plan.OWNERSHIP.jumps)
     bad = good.replace("COMMIT", "-A KS-PROXY-INIT-OUTPUT -j KS-NO-SUCH-CHAIN\nCOMMIT")
     before = state(netns, backend)
     with pytest.raises(IptablesError, match="iptables-.*-restore"):
-        ipt.restore(netns, Backend(backend), Family.V4, bad)
+        ipt.restore(netns, IptablesBackend(backend), Family.V4, bad)
     assert "KS-PROXY-INIT" not in state(netns, backend)[Family.V4]
     assert state(netns, backend)[Family.V6] == before[Family.V6]
 

@@ -14,6 +14,7 @@ import pytest
 from kernsplit.agent.lab import cgroups, procs, state
 from kernsplit.agent.lab.lab import BPFFS_ROOT, down
 from kernsplit.agent.lab.plan import new_prefix
+from kernsplit.agent.lab.timescale import scaled
 
 KERNSPLIT = str(Path(sys.executable).with_name("kernsplit"))
 DATAPLANES = [pytest.param("iptables", marks=pytest.mark.kernel),
@@ -21,7 +22,8 @@ DATAPLANES = [pytest.param("iptables", marks=pytest.mark.kernel),
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([KERNSPLIT, "lab", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([KERNSPLIT, "lab", *args], capture_output=True, text=True,
+                          timeout=scaled(timeout))
 
 
 def _traces(prefix: str) -> list[str]:
@@ -47,7 +49,7 @@ def prefix(root_required):
 
 
 def _wait_for(predicate, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
@@ -65,7 +67,7 @@ def test_down_after_sigkilled_up_leaves_nothing(prefix, dataplane, kill_when):
         else:
             _wait_for(lambda: "agent" in ((state.load(prefix) or state.LabState("", "", "")).pids),
                       what="the agent to start")
-            time.sleep(0.3)
+            time.sleep(scaled(0.3))
     finally:
         up.send_signal(signal.SIGKILL)
         up.wait()
@@ -117,9 +119,9 @@ def test_interrupted_demo_still_tears_down(root_required):
         prefix = first.split("building lab ")[1].split()[0]
         _wait_for(lambda: "agent" in ((state.load(prefix) or state.LabState("", "", "")).pids),
                   what="the demo's agent")
-        time.sleep(1.0)                       # the demo is now sending requests
+        time.sleep(scaled(1.0))               # the demo is now sending requests
         demo.send_signal(signal.SIGTERM)      # like Ctrl-C
-        out, _ = demo.communicate(timeout=60)
+        out, _ = demo.communicate(timeout=scaled(60))
     finally:
         if demo.poll() is None:
             demo.kill()

@@ -8,12 +8,14 @@ import subprocess
 import pytest
 
 from test_agent_iptables_cli import KERNSPLIT, ROOT_IP, V1, V2, agent, config, split_yaml, topo  # noqa: F401
+from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = pytest.mark.kernel
 
 
 def show(netns, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([KERNSPLIT, "show", "--netns", netns, *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([KERNSPLIT, "show", "--netns", netns, *args], capture_output=True, text=True,
+                          timeout=scaled(30))
 
 
 def test_show_counts_match_connections_made(netns, topo, config):

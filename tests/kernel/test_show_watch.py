@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from test_agent_iptables_cli import KERNSPLIT, ROOT_IP, V1, V2, agent, config, split_yaml, topo  # noqa: F401
+from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = pytest.mark.kernel
 
@@ -30,7 +31,7 @@ def test_watch_shows_the_rollout_not_the_history(netns, topo, config):
         (config / "split.yaml").write_text(split_yaml("0m", "1000m"))
         assert agent(netns, "--config", config, "--once").returncode == 0
         assert topo.connect(ROOT_IP, 80, n=60) == [0] * 60
-        rest, _ = watch.communicate(timeout=30)
+        rest, _ = watch.communicate(timeout=scaled(30))
     finally:
         watch.kill()
     assert watch.returncode == 0

@@ -14,11 +14,13 @@ import time
 import pytest
 import yaml
 
-from kernsplit.agent.iptables.exec import Backend, save
+from kernsplit.agent.iptables.exec import save
+from kernsplit.agent.iptables.kinds import IptablesBackend
 from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
 from kernsplit.agent.lab.observe import observed_connections, show_json, wait_applied
 from kernsplit.agent.lab.plan import PROXY_UID
 from kernsplit.agent.lab import procs
+from kernsplit.agent.lab.timescale import scaled
 
 from scenario import (EMPTY_ROOT, EMPTY_VIP, EQUAL_BACKENDS, ROOT, apply_split, assert_shares,
                       build_lab, by_backend, failures, milli, teardown, wait_log)
@@ -124,7 +126,7 @@ def _refusing(lab) -> bool:
 def test_root_without_endpoints_refuses_promptly(lab):
     lab.write_manifest(SPLIT_FILE, render_split((("my-app-gone", "1000m"),), root=EMPTY_ROOT,
                                                 name="empty-split"))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while not _refusing(lab):
         assert time.monotonic() < deadline, f"no refusing split for {EMPTY_ROOT} in the kernel"
         time.sleep(0.1)
@@ -165,7 +167,7 @@ def test_open_connection_keeps_its_backend(lab):
 def _rules(lab) -> str:
     """Both backends' rulesets of the node, without comments and chain counters. No `-t`: naming
     a table would create it (and legacy tables would change the agent's backend choice)."""
-    text = save(lab.node, Backend.NFT) + save(lab.node, Backend.LEGACY)
+    text = save(lab.node, IptablesBackend.NFT) + save(lab.node, IptablesBackend.LEGACY)
     return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
                      if not line.startswith("#"))
 
@@ -178,17 +180,17 @@ def test_agent_sigkill_and_restart_under_load(lab):
         stdout=subprocess.PIPE, text=True)
     try:
         assert loop.stdout.readline().strip() == "started"
-        time.sleep(0.3)
+        time.sleep(scaled(0.3))
         counted_before = sum(observed_connections(show_json(lab), ROOT).values())
         lab.kill_agent(signal.SIGKILL)
-        time.sleep(0.5)                       # traffic keeps flowing with no agent at all
+        time.sleep(scaled(0.5))               # traffic keeps flowing with no agent at all
         offset = lab.agent_log.stat().st_size
         lab.start_agent()
         restarted = wait_log(lab.agent_log, offset, r"sync \(start\)")
-        time.sleep(0.3)
+        time.sleep(scaled(0.3))
     finally:
         loop.send_signal(signal.SIGTERM)
-        out, _ = loop.communicate(timeout=30)
+        out, _ = loop.communicate(timeout=scaled(30))
     report = json.loads(out.strip().splitlines()[-1])
     assert report["outcomes"].get("ok", 0) > 100 and failures(report) == {}, report
     # nothing rewritten: the restarted agent adopted the kernel state as it was

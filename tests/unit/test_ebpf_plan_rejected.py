@@ -8,6 +8,12 @@ from kernsplit.agent.dataplane.ebpf import abi, plan
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 
+def images_or_rejected(desired):
+    out = [plan.image_or_rejected(s) for s in desired]
+    return ([i for i in out if not isinstance(i, plan.Rejected)],
+            [r for r in out if isinstance(r, plan.Rejected)])
+
+
 def split(ip="10.100.200.30", port=80, backends=2, endpoints_each=1, name="my-app-split", weight_zero=False):
     names = [f"my-app-v{i}" for i in range(backends)]
     share = Fraction(1, backends)
@@ -25,7 +31,7 @@ def test_sixteen_backendrefs_plus_the_root_fit():
 
 
 def test_too_many_backends_is_rejected_naming_split_address_and_limit():
-    images, rejected = plan.images_or_rejected([split(backends=18, name="big"), split(port=443)])
+    images, rejected = images_or_rejected([split(backends=18, name="big"), split(port=443)])
     assert [i.key for i in images] == [plan.Addr(4, "10.100.200.30", 443)]
     [r] = rejected
     assert r.key == plan.Addr(4, "10.100.200.30", 80)
@@ -35,18 +41,18 @@ def test_too_many_backends_is_rejected_naming_split_address_and_limit():
 
 
 def test_too_many_endpoints_is_rejected():
-    _, [r] = plan.images_or_rejected([split(backends=2, endpoints_each=2049)])
+    _, [r] = images_or_rejected([split(backends=2, endpoints_each=2049)])
     assert "endpoints: 4098 endpoints" in r.message and f"at most {abi.KS_MAX_SLOTS}" in r.message
 
 
 def test_ipv6_address_in_brackets():
-    _, [r] = plan.images_or_rejected([split(ip="fd00::30", backends=18)])
+    _, [r] = images_or_rejected([split(ip="fd00::30", backends=18)])
     assert "TrafficSplit default/my-app-split [fd00::30]:80: backends" in r.message
 
 
 def test_rejected_split_keeps_its_installed_state_and_others_are_written():
     good = plan.plan(plan.images([split()]), {}).result          # last good state of :80
-    images, rejected = plan.images_or_rejected([split(backends=18), split(port=443)])
+    images, rejected = images_or_rejected([split(backends=18), split(port=443)])
     p = plan.plan(images, good, keep=[r.key for r in rejected])
     key80 = plan.Addr(4, "10.100.200.30", 80)
     assert p.result[key80] == good[key80]                         # kept, not removed
@@ -55,7 +61,7 @@ def test_rejected_split_keeps_its_installed_state_and_others_are_written():
 
 
 def test_rejected_new_split_installs_nothing():
-    images, rejected = plan.images_or_rejected([split(backends=18)])
+    images, rejected = images_or_rejected([split(backends=18)])
     p = plan.plan(images, {}, keep=[r.key for r in rejected])
     assert p.ops == () and p.result == {}
 

@@ -52,7 +52,9 @@ def test_defaults_are_linkerds():
     (["--outbound-ports-to-ignore", "22,x"], "--outbound-ports-to-ignore: 'x' is not a port number"),
     (["--subnets-to-ignore", "10.0.0.0/8,nope"], "--subnets-to-ignore: 'nope' is not an IPv4 or IPv6 CIDR"),
     (["--iptables-mode", "iptables"], "Invalid value for '--iptables-mode'"),
-    (["--mode", "ebpf"], "--mode ebpf: not implemented in proxy-init yet"),
+    (["--bpffs", "/sys/fs/bpf/x"], "--bpffs: applies to --mode ebpf only"),
+    (["--fallback", "iptables"], "--fallback: applies to --mode ebpf only"),
+    (["--mode", "ebpf", "--fallback", "nft"], "--fallback: 'nft' is not one of none, iptables"),
     (["--mode", "tproxy"], "--mode: 'tproxy' is not one of iptables, ebpf"),
     (["-u", "abc"], "--proxy-uid: 'abc' is not a number"),
     (["--timeout-close-wait-secs", "-3"], "--timeout-close-wait-secs: -3 is negative"),
@@ -90,7 +92,7 @@ def test_dry_run_is_an_alias_and_json_logs_go_to_stderr():
 
 
 def test_validation_refuses_when_its_address_is_ignored():
-    from kernsplit.init.validate import probe_port, validate
+    from kernsplit.init.probe import probe_port, validate
     result = validate(build_config(subnets_to_ignore=["192.0.2.0/24"], netns="/nonexistent/ks-netns"))
     assert not result.ok and "192.0.2.1 is inside --subnets-to-ignore" in result.message
     assert probe_port(build_config(outbound_ports_to_ignore=["15000-15003"])) == 15004

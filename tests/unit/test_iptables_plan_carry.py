@@ -2,10 +2,13 @@
 rewritten rules get them back, and which ones are lost (weight 0, removed endpoints)."""
 from __future__ import annotations
 
-from kernsplit.agent.dataplane.iptables import carry, diff, names, plan, render_changes
-from kernsplit.agent.dataplane.iptables.diff import owned
-from kernsplit.agent.dataplane.iptables.render import render_full
-from kernsplit.agent.iptables.exec import Family
+from kernsplit.agent.dataplane.iptables import carry, names
+from tests.fixtures import agent_diff as diff
+from kernsplit.agent.dataplane.iptables.plan import plan
+from tests.fixtures import agent_render as render_changes
+from tests.fixtures import agent_owned as owned
+from tests.fixtures import agent_render_full as render_full
+from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
 
 from test_iptables_plan import as_saved, SEED, SEVENTY, split_port

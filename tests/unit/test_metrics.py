@@ -10,13 +10,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernsplit.agent.dataplane.base import ObservedBackend, ObservedSplit
+from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.metrics import KernelCollector, Metrics, serve
 
 
 def _get(server, path: str) -> tuple[int, str]:
     host, port = server.server_address[:2]
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=scaled(5)) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()

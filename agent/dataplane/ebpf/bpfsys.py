@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import functools
 import os
 from pathlib import Path
 
-_lib = ct.CDLL("libbpf.so.1", use_errno=True)
-for _name, _args in {
+_SIGNATURES = {
     "bpf_obj_get": [ct.c_char_p],
     "bpf_obj_pin": [ct.c_int, ct.c_char_p],
     "bpf_map_update_elem": [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64],
@@ -19,9 +19,18 @@ for _name, _args in {
     "bpf_link_detach": [ct.c_int],
     "bpf_link_update": [ct.c_int, ct.c_int, ct.c_void_p],
     "bpf_obj_get_info_by_fd": [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)],
-}.items():
-    getattr(_lib, _name).argtypes = _args
-    getattr(_lib, _name).restype = ct.c_int
+}
+
+
+@functools.cache
+def _lib() -> ct.CDLL:
+    """libbpf, opened on first use: importing this module (or anything that imports it) touches
+    no shared library, so a host without libbpf can still plan, render and run unit tests."""
+    lib = ct.CDLL("libbpf.so.1", use_errno=True)
+    for name, args in _SIGNATURES.items():
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = ct.c_int
+    return lib
 
 
 class BpfError(OSError):
@@ -35,13 +44,19 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+def obj_info(fd: int, info: ct.Structure, what: str) -> None:
+    """Fill `info` (the head of a struct bpf_*_info) for an open BPF object."""
+    size = ct.c_uint32(ct.sizeof(info))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)), what)
+
+
 def obj_get(path: Path) -> int:
     """Open a pinned object; the caller owns (and closes) the fd."""
-    return _check(_lib.bpf_obj_get(str(path).encode()), f"open pin {path}")
+    return _check(_lib().bpf_obj_get(str(path).encode()), f"open pin {path}")
 
 
 def obj_pin(fd: int, path: Path) -> None:
-    _check(_lib.bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
+    _check(_lib().bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
 
 
 def possible_cpus() -> int:
@@ -64,19 +79,19 @@ class Map:
             self.fd = -1
 
     def update(self, key, value) -> None:
-        _check(_lib.bpf_map_update_elem(self.fd, ct.byref(key), ct.byref(value), 0),
+        _check(_lib().bpf_map_update_elem(self.fd, ct.byref(key), ct.byref(value), 0),
                f"update {self.path.name}")
 
     def lookup(self, key):
         value = self.value_type()
-        rc = _lib.bpf_map_lookup_elem(self.fd, ct.byref(key), ct.byref(value))
+        rc = _lib().bpf_map_lookup_elem(self.fd, ct.byref(key), ct.byref(value))
         if rc < 0 and (-rc == errno.ENOENT or ct.get_errno() == errno.ENOENT):
             return None
         _check(rc, f"lookup {self.path.name}")
         return value
 
     def delete(self, key) -> bool:
-        rc = _lib.bpf_map_delete_elem(self.fd, ct.byref(key))
+        rc = _lib().bpf_map_delete_elem(self.fd, ct.byref(key))
         if rc < 0 and (-rc == errno.ENOENT or ct.get_errno() == errno.ENOENT):
             return False
         _check(rc, f"delete from {self.path.name}")
@@ -86,7 +101,7 @@ class Map:
         out, prev = [], None
         while True:
             nxt = self.key_type()
-            rc = _lib.bpf_map_get_next_key(self.fd, None if prev is None else ct.byref(prev), ct.byref(nxt))
+            rc = _lib().bpf_map_get_next_key(self.fd, None if prev is None else ct.byref(prev), ct.byref(nxt))
             if rc < 0:
                 if -rc == errno.ENOENT or ct.get_errno() == errno.ENOENT:
                     return out
@@ -105,8 +120,7 @@ def map_sizes(fd: int, what: str) -> tuple[int, int]:
     """(key size, value size) of an open map: checked before reading a map whose layout we did
     not create (an install from another agent version), so a lookup never overruns our buffer."""
     info = _MapInfo()
-    size = ct.c_uint32(ct.sizeof(info))
-    _check(_lib.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)), f"map info {what}")
+    obj_info(fd, info, f"map info {what}")
     return info.key_size, info.value_size
 
 
@@ -120,34 +134,32 @@ class _LinkInfo(ct.Structure):
 def link_create(prog_fd: int, cgroup_fd: int, attach_type: int, what: str) -> int:
     """Attach through a BPF link: multi-attach (foreign programs on the cgroup stay), and the
     attachment lives as long as the link's pin, not as long as this process."""
-    return _check(_lib.bpf_link_create(prog_fd, cgroup_fd, attach_type, None), f"attach {what}")
+    return _check(_lib().bpf_link_create(prog_fd, cgroup_fd, attach_type, None), f"attach {what}")
 
 
 def link_update(link_fd: int, prog_fd: int, what: str) -> None:
     """Swap the program behind an attached link in one step (BPF_LINK_UPDATE): no moment in
     which the cgroup runs neither the old program nor the new one."""
-    _check(_lib.bpf_link_update(link_fd, prog_fd, None), f"replace program of {what}")
+    _check(_lib().bpf_link_update(link_fd, prog_fd, None), f"replace program of {what}")
 
 
-_libc = ct.CDLL(None, use_errno=True)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
 def exchange(a: Path, b: Path) -> None:
     """Swap two paths atomically (renameat2 RENAME_EXCHANGE; bpffs supports it)."""
-    if _libc.renameat2(_AT_FDCWD, str(a).encode(), _AT_FDCWD, str(b).encode(), _RENAME_EXCHANGE) != 0:
+    if ct.CDLL(None, use_errno=True).renameat2(_AT_FDCWD, str(a).encode(), _AT_FDCWD, str(b).encode(), _RENAME_EXCHANGE) != 0:
         err = ct.get_errno()
         raise BpfError(err, f"exchange {a} and {b}: {os.strerror(err)}")
 
 
 def link_detach(link_fd: int, what: str) -> None:
-    _check(_lib.bpf_link_detach(link_fd), f"detach {what}")
+    _check(_lib().bpf_link_detach(link_fd), f"detach {what}")
 
 
 def link_target(link_fd: int) -> tuple[int, int]:
     """(program id, cgroup id) of a cgroup link; cgroup id 0 once the link is detached."""
     info = _LinkInfo()
-    size = ct.c_uint32(ct.sizeof(info))
-    _check(_lib.bpf_obj_get_info_by_fd(link_fd, ct.byref(info), ct.byref(size)), "link info")
+    obj_info(link_fd, info, "link info")
     return info.prog_id, info.cgroup_id

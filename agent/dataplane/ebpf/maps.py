@@ -105,7 +105,7 @@ class KernelMaps:
         try:
             for name in MAPS:
                 key_t, val_t = abi.MAP_TYPES[name]
-                self.maps[name] = bpfsys.Map(pins.map(name), key_t, val_t, per_cpu=name == "ks_counters")
+                self.maps[name] = bpfsys.Map(pins.map(name), key_t, val_t, per_cpu=name in abi.PER_CPU_MAPS)
         except BaseException:
             self.close()
             raise
@@ -117,7 +117,7 @@ class KernelMaps:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def installed(self) -> dict[plan.Addr, plan.Installed]:
+    def read_all(self) -> dict[plan.Addr, plan.Installed]:
         services, slots, metas = (self.maps[n] for n in ("ks_services", "ks_slots", "ks_meta"))
         out: dict[plan.Addr, plan.Installed] = {}
         for k in services.keys():

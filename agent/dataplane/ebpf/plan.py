@@ -15,11 +15,11 @@ and metadata.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from kernsplit.agent.dataplane.ebpf import abi, table
+from kernsplit.agent.dataplane.ebpf import limits, thresholds
 from kernsplit.agent.model.resolved import Choice, RefusedShare, SplitPort
 
 IPPROTO_TCP = 6
@@ -40,7 +40,7 @@ class SlotImage:
     last: int        # inclusive upper bound in the u32 random space
     ip: str          # a refusal: the family's zero address
     port: int        # a refusal: 0
-    backend: int     # index into MetaImage.backends (abi.KS_NO_BACKEND: a refusal of no listed backend)
+    backend: int     # index into MetaImage.backends (limits.KS_NO_BACKEND: a refusal of no listed backend)
     refuse: bool = False    # a refused share: the connect fails with ECONNREFUSED
 
 
@@ -170,34 +170,40 @@ def address(split: SplitPort) -> Addr:
     return Addr(ip.version, ip.compressed, split.port)
 
 
+def address_of_key(key: tuple[str, int, str]) -> Addr:
+    """The address of a SplitPort.key (its ip is canonical text already)."""
+    ip, port, _protocol = key
+    return Addr(6 if ":" in ip else 4, ip, port)
+
+
 def image(split: SplitPort) -> SplitImage:
     """Raises SplitTooLarge (message: owner, field, limit) when the split does not fit the maps."""
     who = owner(split)
-    if len(split.backends) > abi.KS_MAX_BACKENDS:
+    if len(split.backends) > limits.KS_MAX_BACKENDS:
         raise SplitTooLarge(f"{who}: backends: {len(split.backends)} backends (including the root "
                             f"when its own endpoints take the traffic), the eBPF dataplane holds "
-                            f"at most {abi.KS_MAX_BACKENDS}")
+                            f"at most {limits.KS_MAX_BACKENDS}")
     choices = split.choices
-    if len(choices) > abi.KS_MAX_SLOTS:
+    if len(choices) > limits.KS_MAX_SLOTS:
         raise SplitTooLarge(f"{who}: endpoints: {len(split.endpoints)} endpoints and {len(split.refused)} "
-                            f"refused shares, the eBPF dataplane holds at most {abi.KS_MAX_SLOTS}")
+                            f"refused shares, the eBPF dataplane holds at most {limits.KS_MAX_SLOTS}")
     names = [b.service for b in split.backends]
     backends = tuple(
-        BackendImage(_fit(b.service, abi.KS_NAME_LEN, "backend", who), b.weight, _share(b.share),
+        BackendImage(_fit(b.service, limits.KS_NAME_LEN, "backend", who), b.weight, _share(b.share),
                      b.resolved, b.terminating)
         for b in split.backends)
-    meta = MetaImage(_fit(split.namespace, abi.KS_NAME_LEN, "namespace", who),
-                     _fit(split.service, abi.KS_NAME_LEN, "service", who),
-                     _fit(split.split, abi.KS_SPLIT_NAME_LEN, "name", who),
-                     _fit(split.split_kind, abi.KS_KIND_LEN, "kind", who), backends)
-    lasts = table.bounds([c.share for c in choices])
+    meta = MetaImage(_fit(split.namespace, limits.KS_NAME_LEN, "namespace", who),
+                     _fit(split.service, limits.KS_NAME_LEN, "service", who),
+                     _fit(split.split, limits.KS_SPLIT_NAME_LEN, "name", who),
+                     _fit(split.split_kind, limits.KS_KIND_LEN, "kind", who), backends)
+    lasts = thresholds.bounds([c.share for c in choices])
     slots = tuple(_slot(last, c, split.family, names, who) for last, c in zip(lasts, choices))
     return SplitImage(address(split), slots, meta)
 
 
 def _slot(last: int, choice: Choice, family: int, names: list[str], who: str) -> SlotImage:
     if isinstance(choice, RefusedShare):
-        backend = names.index(choice.backend) if choice.backend in names else abi.KS_NO_BACKEND
+        backend = names.index(choice.backend) if choice.backend in names else limits.KS_NO_BACKEND
         return SlotImage(last, "::" if family == 6 else "0.0.0.0", 0, backend, True)
     return SlotImage(last, choice.endpoint.ip, choice.endpoint.port, _backend_index(names, choice.backend, who))
 
@@ -218,15 +224,6 @@ def image_or_rejected(split: SplitPort) -> SplitImage | Rejected:
                                         f"state for this address (if any)")
 
 
-def images_or_rejected(desired: Iterable[SplitPort]) -> tuple[list[SplitImage], list[Rejected]]:
-    out: list[SplitImage] = []
-    rejected: list[Rejected] = []
-    for s in desired:
-        r = image_or_rejected(s)
-        (rejected if isinstance(r, Rejected) else out).append(r)
-    return out, rejected
-
-
 def _backend_index(names: list[str], backend: str, owner: str) -> int:
     try:
         return names.index(backend)
@@ -237,18 +234,21 @@ def _backend_index(names: list[str], backend: str, owner: str) -> int:
 # --- planning -------------------------------------------------------------------------------
 
 def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed],
-         keep: Iterable[Addr] = ()) -> Plan:
+         keep: Iterable[Addr] = (), only: Collection[Addr] | None = None) -> Plan:
     """`keep`: addresses left exactly as installed (rejected splits keep their last good state);
-    they are neither written nor removed nor counted."""
+    they are neither written nor removed nor counted.
+    `only`: plan these addresses alone (the split ports that changed; `desired` holds their
+    images, an address without one is removed); every other installed split stays as it is."""
     wanted = {img.key: img for img in desired}
     ops: list[Op] = []
-    result: dict[Addr, Installed] = {}
     written = removed = unchanged = 0
+    scope = installed if only is None else {k: installed[k] for k in only if k in installed}
+    result: dict[Addr, Installed] = {} if only is None else {k: v for k, v in installed.items() if k not in scope}
 
-    kept = {key for key in keep if key in installed and key not in wanted}
+    kept = {key for key in keep if key in scope and key not in wanted}
     for key in kept:
         result[key] = installed[key]
-    for key in sorted(set(installed) - set(wanted) - kept):
+    for key in sorted(set(scope) - set(wanted) - kept):
         ops += _remove_ops(installed[key])
         removed += 1
 
@@ -270,10 +270,10 @@ def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed],
 
 def _free_ids(in_use: set[int]) -> Iterable[int]:
     # Ids of splits removed in this same plan stay out: their slots/meta deletes come later.
-    for i in range(abi.KS_MAX_SPLITS):
+    for i in range(limits.KS_MAX_SPLITS):
         if i not in in_use:
             yield i
-    raise SplitTooLarge(f"more than {abi.KS_MAX_SPLITS} split ports: the eBPF maps are full")
+    raise SplitTooLarge(f"more than {limits.KS_MAX_SPLITS} split ports: the eBPF maps are full")
 
 
 def _write_ops(img: SplitImage, split_id: int, old: Installed | None) -> tuple[list[Op], Installed]:
@@ -331,9 +331,9 @@ def config_image(schema: bytes, split_uids: Iterable[int] = ()) -> ConfigImage:
     bad = [u for u in uids if not 0 <= u <= MAX_UID]
     if bad:
         raise ValueError(f"--split-uid: {bad[0]} is not a uid (0..{MAX_UID})")
-    if len(uids) > abi.KS_MAX_SPLIT_UIDS:
+    if len(uids) > limits.KS_MAX_SPLIT_UIDS:
         raise ValueError(f"--split-uid: {len(uids)} uids given, the eBPF dataplane holds at most "
-                         f"{abi.KS_MAX_SPLIT_UIDS}")
-    if len(schema) != abi.KS_SCHEMA_LEN:
-        raise ValueError(f"schema fingerprint: {len(schema)} bytes, expected {abi.KS_SCHEMA_LEN}")
+                         f"{limits.KS_MAX_SPLIT_UIDS}")
+    if len(schema) != limits.KS_SCHEMA_LEN:
+        raise ValueError(f"schema fingerprint: {len(schema)} bytes, expected {limits.KS_SCHEMA_LEN}")
     return ConfigImage(schema, uids)

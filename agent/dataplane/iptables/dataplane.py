@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 
-from kernsplit.agent.dataplane.base import ObservedSplit, SyncResult
-from kernsplit.agent.dataplane.iptables import carry, comments, names
-from kernsplit.agent.dataplane.iptables.diff import Changes, diff, owned
+from kernsplit.agent.dataplane.base import Desired, ObservedSplit, PortKey, SyncResult, by_key
+from kernsplit.agent.dataplane.iptables import carry, comments, names, partial
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
-from kernsplit.agent.dataplane.iptables.render import render_changes
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables import exec as ipt
-from kernsplit.agent.iptables.exec import Backend, Family, IptablesError
+from kernsplit.agent.iptables.diff import Changes, diff
+from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.iptables.ownership import owned
+from kernsplit.agent.iptables.render import render
 from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import SavedTable, parse_save
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -34,7 +36,7 @@ log = logging.getLogger("kernsplit.dataplane.iptables")
 # up to this many chains, else with one `iptables-save -c`. Measured with 10,000 split ports
 # installed: nft lists one chain in 3 ms and saves the nat table in 390 ms; legacy needs 100 ms for
 # either listing (it always fetches the whole table) and 165 ms for the save.
-PER_CHAIN_READS = {Backend.NFT: 64, Backend.LEGACY: 1}
+PER_CHAIN_READS = {IptablesBackend.NFT: 64, IptablesBackend.LEGACY: 1}
 
 MODES = ("auto", "legacy", "nft")
 FAMILIES = (Family.V4, Family.V6)
@@ -48,10 +50,9 @@ def _entry_keys(rs: Ruleset) -> dict[tuple[str, int], tuple[str, ...]]:
             if chain.name not in (names.SERVICES, names.REJECT):
                 continue
             for rule in chain.rules:
-                meta = next((m for m in map(comments.parse, comments.all_comments(rule.args))
-                             if m and "root" in m), None)
-                if meta:
-                    keys[(meta.get("ip", ""), int(meta.get("port", 0)))] = rule.args
+                root = next((c for c in comments.decode_rule(rule.args) if isinstance(c, comments.RootComment)), None)
+                if root:
+                    keys[(root.ip, root.port)] = rule.args
     return keys
 
 
@@ -63,17 +64,17 @@ class IptablesDataplane:
             raise ValueError(f"unknown iptables mode {mode!r}: choose one of {', '.join(MODES)}")
         self.netns = netns
         self.mode = mode
-        self._backend: Backend | None = None if mode == "auto" else Backend(mode)
-        # What the kernel holds after our last successful sync, per family: lets a sync that is
-        # not `full` skip reading the kernel. Dropped whenever a write fails.
-        self._known: dict[Family, Ruleset] = {}
-        # split port key -> (the SplitPort, its plan): a sync re-plans only split ports that are
-        # new or changed (planning is ~60 µs per split port: 0.6 s at 10,000).
-        self._plan_cache: dict[tuple, tuple[SplitPort, PortPlan]] = {}
+        self._backend: IptablesBackend | None = None if mode == "auto" else IptablesBackend(mode)
+        # The plan of every split port of the last sync, by key. Derived from the desired state
+        # alone; a sync re-plans only the split ports the caller says changed.
+        self._plans: dict[PortKey, PortPlan] = {}
+        # The kernel holds exactly what `_plans` renders (the last write succeeded): a partial
+        # sync may then compare against the plans instead of reading the kernel.
+        self._trusted = False
 
     # -- backend -------------------------------------------------------------------------------
 
-    def _ours_with(self, backend: Backend) -> bool:
+    def _ours_with(self, backend: IptablesBackend) -> bool:
         for fam in FAMILIES:
             rs = self._read(fam, backend)
             if rs is not None and rs.tables:
@@ -81,11 +82,11 @@ class IptablesDataplane:
         return False
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> IptablesBackend:
         """Chosen once per instance: where our chains already are (a restarted agent adopts them),
         else proxy-init's rule (legacy if legacy rules exist, else nft if it works)."""
         if self._backend is None:
-            found = next((b for b in (Backend.NFT, Backend.LEGACY) if self._ours_with(b)), None)
+            found = next((b for b in (IptablesBackend.NFT, IptablesBackend.LEGACY) if self._ours_with(b)), None)
             if found is not None:
                 self._backend, why = found, "kernsplit chains already present there"
             else:
@@ -96,7 +97,7 @@ class IptablesDataplane:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _saved(self, family: Family, backend: Backend | None = None) -> dict[str, SavedTable] | None:
+    def _saved(self, family: Family, backend: IptablesBackend | None = None) -> dict[str, SavedTable] | None:
         """The kernel's tables with counters, parsed; None when this family's iptables is unusable."""
         try:
             text = ipt.save(self.netns, backend or self.backend, family, counters=True)
@@ -105,27 +106,37 @@ class IptablesDataplane:
             return None
         return parse_save(text)
 
-    def _read(self, family: Family, backend: Backend | None = None) -> Ruleset | None:
+    def _read(self, family: Family, backend: IptablesBackend | None = None) -> Ruleset | None:
         """Our part of the kernel's tables; None when this family's iptables is unusable."""
         saved = self._saved(family, backend)
-        return None if saved is None else owned(family, saved)
+        return None if saved is None else owned(names.OWNERSHIP, family, saved)
 
     # -- Dataplane protocol --------------------------------------------------------------------
 
-    def sync(self, desired: Sequence[SplitPort], *, full: bool = False) -> SyncResult:
+    def sync(self, desired: Desired, *, full: bool = False, changed: frozenset[PortKey] | None = None) -> SyncResult:
         """Make this namespace's tables match `desired`; see `base.Dataplane.sync`.
 
         Rewritten chains keep the packet counters of the rules that stay (same backend and
         endpoint); rules that disappear (endpoint removed, weight 0) take theirs with them.
         """
+        desired = by_key(desired)
+        trusted, old = self._trusted, self._plans
+        plans = self._replan(desired, changed)
+        partial = not full and trusted and changed is not None
+        self._trusted = False                  # until every family is written
         written = removed = unchanged = 0
-        plans = self._port_plans(desired)
         for fam in FAMILIES:
-            want = assemble(plans, fam)
-            have, saved = (None, None) if full else (self._known.get(fam), None)
-            if have is None:
+            if partial:
+                w, r = self._sync_partial(fam, old, plans, changed)
+                written, removed = written + w, removed + r
+                continue
+            want = assemble(plans.values(), fam)
+            saved = None
+            if not full and trusted:
+                have = assemble(old.values(), fam)    # what the last sync wrote
+            else:
                 saved = self._saved(fam)
-                have = None if saved is None else owned(fam, saved)
+                have = None if saved is None else owned(names.OWNERSHIP, fam, saved)
             if have is None:
                 if want.tables:
                     raise IptablesError(f"cannot read {fam.value} iptables in netns "
@@ -135,21 +146,46 @@ class IptablesDataplane:
             self._report_buried(fam, have)
             w, r, u = self._count(want, have, changes)
             written, removed, unchanged = written + w, removed + r, unchanged + u
+        self._trusted = True
+        if partial:
+            unchanged = len(plans) - written
         return SyncResult(written=written, removed=removed, unchanged=unchanged)
 
-    def _port_plans(self, desired: Sequence[SplitPort]) -> list[PortPlan]:
-        """Per-split-port plans, reused for the same SplitPort or an equal one (comparing is cheap,
-        hashing a SplitPort with all its Fractions is not), so the cache is keyed by identity."""
-        cache, fresh = self._plan_cache, {}
-        out = []
-        for sp in desired:
-            hit = cache.get(sp.key)
-            if hit is None or not (hit[0] is sp or hit[0] == sp):
-                hit = (sp, port_plan(sp))
-            fresh.setdefault(sp.key, hit)
-            out.append(hit[1])
-        self._plan_cache = fresh
-        return out
+    def _replan(self, desired: Mapping[PortKey, SplitPort], changed: frozenset[PortKey] | None) -> dict[PortKey, PortPlan]:
+        """Plans for `desired`: the previous ones, except for the changed split ports."""
+        if changed is not None:
+            plans = dict(self._plans)
+            for key in changed:
+                sp = desired.get(key)
+                if sp is None:
+                    plans.pop(key, None)
+                else:
+                    plans[key] = port_plan(sp)
+            if len(plans) == len(desired):     # else the caller's `changed` missed something
+                self._plans = plans
+                return plans
+        self._plans = {key: port_plan(sp) for key, sp in desired.items()}
+        return self._plans
+
+    def _sync_partial(self, fam: Family, old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan],
+                      changed: frozenset[PortKey]) -> tuple[int, int]:
+        """Write what the changed split ports need; returns (written, removed)."""
+        found = partial.pair(old, new, changed, fam)
+        if found is None:
+            return 0, 0
+        want, have = found
+        changes = diff(want, have, names.OWNERSHIP.jumps)
+        if not changes.empty:
+            try:
+                self._write(fam, changes, have, None)
+            except IptablesError as exc:
+                # Our picture of the kernel was wrong (someone changed it): compare with the kernel.
+                log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
+                saved = self._saved(fam) or {}
+                self._apply(fam, assemble(new.values(), fam), owned(names.OWNERSHIP, fam, saved), saved)
+        mine = [k for k in changed if (new.get(k) or old.get(k)).family is fam]
+        written = sum(1 for k in mine if k in new and (k not in old or old[k] != new[k]))
+        return written, sum(1 for k in mine if k in old and k not in new)
 
     def _report_buried(self, fam: Family, have: Ruleset) -> None:
         for table in have.tables:
@@ -182,25 +218,22 @@ class IptablesDataplane:
 
     def _write(self, fam: Family, changes: Changes, have: Ruleset, saved: dict[str, SavedTable] | None) -> None:
         counts = self._counts_for(fam, changes, have, saved)
-        ipt.restore(self.netns, self.backend, fam, render_changes(changes, counts), counters=bool(counts))
+        ipt.restore(self.netns, self.backend, fam, render(changes, carry.lookup(counts)), counters=bool(counts))
 
     def _apply(self, fam: Family, want: Ruleset, have: Ruleset, saved: dict[str, SavedTable] | None) -> Changes:
-        changes = diff(want, have)
+        changes = diff(want, have, names.OWNERSHIP.jumps)
         if changes.empty:
-            self._known[fam] = want
             return changes
         try:
             self._write(fam, changes, have, saved)
         except IptablesError as exc:
             # Our picture of the kernel was wrong (someone changed it): re-read, retry once.
-            self._known.pop(fam, None)
             log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
             saved = self._saved(fam) or {}
-            have = owned(fam, saved)
-            changes = diff(want, have)
+            have = owned(names.OWNERSHIP, fam, saved)
+            changes = diff(want, have, names.OWNERSHIP.jumps)
             if not changes.empty:
                 self._write(fam, changes, have, saved)
-        self._known[fam] = want
         return changes
 
     @staticmethod
@@ -216,8 +249,8 @@ class IptablesDataplane:
                 written += 1
         return written, len(set(have_keys) - set(want_keys)), unchanged
 
-    def _backends_to_scan(self) -> tuple[Backend, ...]:
-        return (Backend.NFT, Backend.LEGACY) if self.mode == "auto" else (Backend(self.mode),)
+    def _backends_to_scan(self) -> tuple[IptablesBackend, ...]:
+        return (IptablesBackend.NFT, IptablesBackend.LEGACY) if self.mode == "auto" else (IptablesBackend(self.mode),)
 
     def cleanup(self) -> None:
         for backend in self._backends_to_scan():
@@ -225,10 +258,10 @@ class IptablesDataplane:
                 have = self._read(fam, backend)
                 if have is None or not have.tables:
                     continue
-                changes = diff(Ruleset(fam, ()), have)
-                ipt.restore(self.netns, backend, fam, render_changes(changes))
+                changes = diff(Ruleset(fam, ()), have, names.OWNERSHIP.jumps)
+                ipt.restore(self.netns, backend, fam, render(changes))
                 log.info("removed kernsplit chains (%s, %s)", backend.value, fam.value)
-        self._known.clear()
+        self._plans, self._trusted = {}, False
 
     def installed(self) -> bool:
         return any(self._ours_with(b) for b in self._backends_to_scan())

@@ -2,13 +2,28 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from fractions import Fraction
 
 import pytest
 
-from kernsplit.agent.dataplane.ebpf import abi, table
+from kernsplit.agent.dataplane.ebpf import abi, thresholds
 
 STEPS = abi.KS_SLOTS_LOG2 + 1
+
+
+def select(lasts: Sequence[int], r: int, steps: int) -> int:
+    """The slot the C code picks for random value r: lb_search in bpf/lb.c, step for step."""
+    lo, hi = 0, len(lasts) - 1
+    for _ in range(steps):
+        if lo >= hi:
+            break
+        mid = lo + (hi - lo) // 2
+        if lasts[mid] >= r:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def owned(lasts):
@@ -16,26 +31,26 @@ def owned(lasts):
     search is monotone in r, so slot i owns (last[i-1], last[i]] if it maps both ends to i."""
     out, prev = [], -1
     for i, last in enumerate(lasts):
-        assert table.select(lasts, prev + 1, STEPS) == i and table.select(lasts, last, STEPS) == i
+        assert select(lasts, prev + 1, STEPS) == i and select(lasts, last, STEPS) == i
         out.append(last - prev)
         prev = last
-    assert prev == table.SPACE - 1
+    assert prev == thresholds.SPACE - 1
     return out
 
 
 def test_999999_to_1_is_exact_to_one_part_in_2_pow_32():
     shares = [Fraction(999_999, 1_000_000), Fraction(1, 1_000_000)]
-    got = owned(table.bounds(shares))
-    assert sum(got) == table.SPACE
+    got = owned(thresholds.bounds(shares))
+    assert sum(got) == thresholds.SPACE
     for share, n in zip(shares, got):
-        assert abs(Fraction(n, table.SPACE) - share) <= Fraction(1, table.SPACE)
+        assert abs(Fraction(n, thresholds.SPACE) - share) <= Fraction(1, thresholds.SPACE)
     assert got[1] == 4295      # round(2**32 / 1e6): the 1-in-a-million backend is reachable
 
 
 def test_simulated_draws_follow_the_table():
-    lasts = table.bounds([Fraction(999_999, 1_000_000), Fraction(1, 1_000_000)])
+    lasts = thresholds.bounds([Fraction(999_999, 1_000_000), Fraction(1, 1_000_000)])
     rng = random.Random(4)
-    hits = sum(table.select(lasts, rng.getrandbits(32), STEPS) for _ in range(2_000_000))
+    hits = sum(select(lasts, rng.getrandbits(32), STEPS) for _ in range(2_000_000))
     assert 0 < hits < 12          # expected 2.0; P(0) = e^-2 would make this flaky, see seed
 
 
@@ -44,26 +59,26 @@ def test_simulated_draws_follow_the_table():
 def test_counts_sum_exactly_and_round_within_one_unit(weights):
     total = sum(weights)
     shares = [Fraction(w, total) for w in weights]
-    got = table.counts(shares)
-    assert sum(got) == table.SPACE
+    got = thresholds.counts(shares)
+    assert sum(got) == thresholds.SPACE
     assert all(n >= 1 for n in got)
     for share, n in zip(shares, got):
-        assert abs(n - share * table.SPACE) < 1
+        assert abs(n - share * thresholds.SPACE) < 1
 
 
 def test_tiny_shares_still_get_a_value_and_sum_stays_exact():
     shares = [Fraction(1) - Fraction(10, 2**40)] + [Fraction(1, 2**40)] * 10
-    got = table.counts(shares)
-    assert got[1:] == (1,) * 10 and sum(got) == table.SPACE
+    got = thresholds.counts(shares)
+    assert got[1:] == (1,) * 10 and sum(got) == thresholds.SPACE
 
 
 def test_weight_zero_has_no_slot():
     with pytest.raises(ValueError, match="weight 0"):
-        table.counts([Fraction(1), Fraction(0)])
+        thresholds.counts([Fraction(1), Fraction(0)])
     with pytest.raises(ValueError):
-        table.counts([])
+        thresholds.counts([])
 
 
 def test_deterministic():
     shares = [Fraction(1, 3)] * 3
-    assert table.bounds(shares) == table.bounds(list(shares))
+    assert thresholds.bounds(shares) == thresholds.bounds(list(shares))

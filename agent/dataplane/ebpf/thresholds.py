@@ -53,17 +53,3 @@ def bounds(shares: Sequence[Fraction]) -> tuple[int, ...]:
         acc += c
         out.append(acc - 1)
     return tuple(out)
-
-
-def select(lasts: Sequence[int], r: int, steps: int) -> int:
-    """The slot the C code picks for random value r (lb_search in bpf/lb.c, step for step)."""
-    lo, hi = 0, len(lasts) - 1
-    for _ in range(steps):
-        if lo >= hi:
-            break
-        mid = lo + (hi - lo) // 2
-        if lasts[mid] >= r:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
