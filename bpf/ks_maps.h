@@ -15,4 +15,13 @@ BPF_TABLE("lru_hash", u64, struct ks_service_key, ks_origins, KS_ORIGIN_ENTRIES)
 /* One entry: settings and schema fingerprint (struct ks_config). */
 BPF_ARRAY(ks_config, struct ks_config, 1);
 
+/* Interception: pod settings by netns cookie (written by proxy-init), what each intercepted
+ * socket was meant for (socket-local storage: dies with the socket, needs no LRU), redirected
+ * connects waiting for the proxy's accept, and per-pod counters. */
+BPF_F_TABLE("hash", u64, struct ks_pod, ks_pods, KS_MAX_PODS, BPF_F_NO_PREALLOC);
+BPF_SK_STORAGE(ks_sk_origins, struct ks_origin);
+BPF_TABLE("lru_hash", struct ks_pair_key, struct ks_origin, ks_pairs, KS_PAIR_ENTRIES);
+BPF_F_TABLE("hash", struct ks_addr_key, u64, ks_pod_addrs, KS_MAX_PODS * KS_POD_ADDRS, BPF_F_NO_PREALLOC);
+BPF_PERCPU_HASH(ks_pod_counters, u64, struct ks_pod_counters, KS_MAX_PODS);
+
 #endif

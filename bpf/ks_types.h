@@ -96,4 +96,93 @@ struct ks_config {
 	__u32 uids[KS_MAX_SPLIT_UIDS];
 };
 
+/* ---- Interception (proxy-init --mode ebpf) ------------------------------------------------
+ * A pod is registered by proxy-init: one ks_pods entry keyed by the cookie of its network
+ * namespace (getsockopt SO_NETNS_COOKIE in user space, bpf_get_netns_cookie in the programs).
+ * A namespace without an entry is never intercepted. Ports here are in host byte order. */
+#define KS_POD_PORT_RANGES 16      /* per list: redirected, ignored inbound, ignored outbound */
+#define KS_POD_CIDRS       16      /* ignored subnets, both families */
+#define KS_POD_ADDRS       8       /* the pod's own addresses: connects to them stay local */
+#define KS_POD_NAME_LEN    128
+#define KS_MAX_PODS        4096
+#define KS_PAIR_ENTRIES    65536   /* LRU: redirected connects between connect() and accept */
+
+/* ks_pod.flags */
+#define KS_POD_UID   1             /* proxy_uid is set: its connects are not redirected */
+#define KS_POD_GID   2             /* proxy_gid is set */
+#define KS_POD_IPV6  4             /* IPv6 is intercepted too */
+
+struct ks_port_range {
+	__u16 first;
+	__u16 last;                /* inclusive */
+};
+
+/* An address block: (addr & mask) == net. Network byte order; IPv4 uses word 0 only. */
+struct ks_cidr {
+	__u32 net[4];
+	__u32 mask[4];
+	__u8  family;              /* 4 or 6 */
+	__u8  pad[3];
+};
+
+/* ks_pods value: the settings of one pod, as proxy-init's flags gave them. */
+struct ks_pod {
+	__u32 flags;
+	__u32 proxy_uid;
+	__u32 proxy_gid;
+	__u16 inbound_port;
+	__u16 outbound_port;
+	__u8  nredirect;           /* 0: every inbound port is redirected */
+	__u8  nin_ignore;
+	__u8  nout_ignore;
+	__u8  nsubnets;
+	__u8  naddrs;
+	__u8  pad[3];
+	struct ks_port_range redirect[KS_POD_PORT_RANGES];
+	struct ks_port_range in_ignore[KS_POD_PORT_RANGES];
+	struct ks_port_range out_ignore[KS_POD_PORT_RANGES];
+	struct ks_cidr subnets[KS_POD_CIDRS];
+	struct ks_cidr addrs[KS_POD_ADDRS];
+	char  netns[KS_POD_NAME_LEN];   /* how proxy-init was told the namespace: for `show --pods` */
+};
+
+/* ks_origin.flags */
+#define KS_ORIGIN_REDIRECTED 1     /* the app's socket: connect() was sent to the proxy */
+#define KS_ORIGIN_ACCEPTED   2     /* a socket the pod accepted: SO_ORIGINAL_DST answers from it */
+
+/* Socket-local storage: where a connection was meant to go (network byte order). */
+struct ks_origin {
+	__u32 addr[4];
+	__u16 port;
+	__u8  family;              /* 4 or 6; 0: nothing saved */
+	__u8  flags;
+	__u32 pad;
+	__u64 netns;               /* the pod's netns cookie */
+};
+
+/* ks_pairs key: the app socket's own address and port, which the proxy's accepted socket sees
+ * as its peer. The netns cookie keeps pods apart (every pod has 127.0.0.1). */
+struct ks_pair_key {
+	__u64 netns;
+	__u32 addr[4];
+	__u16 port;                /* network byte order */
+	__u8  family;
+	__u8  pad[5];
+};
+
+/* ks_pod_addrs key: one of a registered pod's addresses. The tc program finds its pod by the
+ * destination address: at tc ingress the netns cookie helper answers with the namespace of the
+ * sending socket when the sender is on the same node (skb->sk is still set), not the pod's. */
+struct ks_addr_key {
+	__u32 addr[4];
+	__u8  family;
+	__u8  pad[3];
+};
+
+/* ks_pod_counters value (per CPU): connections intercepted in one pod. */
+struct ks_pod_counters {
+	__u64 outbound;            /* connect()s sent to the proxy's outbound port */
+	__u64 inbound;             /* connection attempts (SYNs) steered to the inbound port */
+};
+
 #endif

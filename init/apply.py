@@ -1,4 +1,5 @@
-"""The thin executor: read the nat table, ask the planner, run one iptables-restore per family.
+"""The thin executor: read our rules back, diff them against the planner's, run one
+iptables-restore per family (reading, diffing and rendering are the shared iptables core's).
 
 Atomicity: each family is one `iptables-restore --noflush` transaction. When a later family fails,
 the families already changed in this run are put back to what they held before (a second
@@ -15,7 +16,11 @@ from dataclasses import dataclass
 from kernsplit.agent.iptables import exec as ipt
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
-from kernsplit.agent.iptables.saved import SavedTable, parse_save
+from kernsplit.agent.iptables.diff import diff
+from kernsplit.agent.iptables.ownership import owned
+from kernsplit.agent.iptables.render import render
+from kernsplit.agent.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.saved import parse_save
 from kernsplit.agent.netns import netns_path
 from kernsplit.init import plan
 from kernsplit.init.config import InitConfig
@@ -29,7 +34,7 @@ class FamilyPlan:
     family: Family
     backend: IptablesBackend
     backend_reason: str
-    observed: SavedTable | None
+    observed: Ruleset          # ours, as found before this run (what a roll-back restores)
     text: str | None           # iptables-restore input; None when the kernel already matches
 
     def command(self) -> str:
@@ -76,10 +81,16 @@ def resolve_backend(cfg: InitConfig, family: Family, firewall_bin: str | None = 
     return ipt.detect_backend(cfg.netns, family)
 
 
-def read_nat(netns, backend: IptablesBackend, family: Family) -> SavedTable | None:
+def read_ours(netns, backend: IptablesBackend, family: Family) -> Ruleset:
     # No `-t nat`: with the legacy backend that would instantiate the nat table in the namespace
     # (changing what `iptables-save` shows) just by looking.
-    return parse_save(ipt.save(netns, backend, family)).get(plan.TABLE)
+    return owned(plan.OWNERSHIP, family, parse_save(ipt.save(netns, backend, family)))
+
+
+def restore_text(desired: Ruleset | None, observed: Ruleset) -> str | None:
+    """What turns `observed` into `desired` (None: nothing of ours); None when nothing is to do."""
+    want = desired if desired is not None else Ruleset(observed.family, ())
+    return render(diff(want, observed, plan.OWNERSHIP.jumps)) or None
 
 
 def make_plans(cfg: InitConfig, fams: Sequence[Family], log: logging.Logger, *, cleanup: bool = False,
@@ -98,10 +109,10 @@ def _other_backend_leftovers(cfg: InitConfig, family: Family, chosen: IptablesBa
     would apply, so converging means removing them, after the new rules are in place."""
     other = IptablesBackend.NFT if chosen is IptablesBackend.LEGACY else IptablesBackend.LEGACY
     try:
-        observed = read_nat(cfg.netns, other, family)
+        observed = read_ours(cfg.netns, other, family)
     except IptablesError:
         return []
-    text = plan.reconcile(None, observed)
+    text = restore_text(None, observed)
     if text is None:
         return []
     log.info("%s: removing our earlier rules from iptables-%s", family.value, other.value)
@@ -121,15 +132,15 @@ def _plan_one(cfg: InitConfig, family: Family, backend: IptablesBackend, reason:
     log.info("%s: using iptables-%s (%s)", family.value, backend.value, reason,
              extra={"family": family.value, "backend": backend.value})
     try:
-        observed = read_nat(cfg.netns, backend, family)
+        observed = read_ours(cfg.netns, backend, family)
     except IptablesError as exc:
         if not tolerate_unreadable:
             raise
         log.warning("%s: cannot read the current rules (%s); planning against an empty table",
                     family.value, exc)
-        observed = None
+        observed = Ruleset(family, ())
     desired = None if cleanup else plan.desired_ruleset(cfg, VERSION[family])
-    return FamilyPlan(family, backend, reason, observed, plan.reconcile(desired, observed))
+    return FamilyPlan(family, backend, reason, observed, restore_text(desired, observed))
 
 
 def _restore(cfg: InitConfig, p: FamilyPlan, text: str) -> None:
@@ -159,8 +170,8 @@ def execute(cfg: InitConfig, plans: Sequence[FamilyPlan], log: logging.Logger) -
 def _roll_back(cfg: InitConfig, done: Sequence[FamilyPlan], log: logging.Logger) -> None:
     for p in reversed(done):
         try:
-            now = read_nat(cfg.netns, p.backend, p.family)
-            text = plan.reconcile(plan.ruleset_from_observed(p.observed), now)
+            now = read_ours(cfg.netns, p.backend, p.family)
+            text = restore_text(p.observed, now)
             if text is not None:
                 _restore(cfg, p, text)
             log.warning("%s: rolled back to the rules in place before this run", p.family.value)

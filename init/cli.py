@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
 from kernsplit.agent import caps
 from kernsplit.agent.commands.params import missing_netns
-from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.iptables.exec import Family, IptablesError
 from kernsplit.agent.logs import setup as setup_logging
 from kernsplit.init import apply
 from kernsplit.init.config import IPTABLES_MODES, LOG_FORMATS, MODES, ConfigError, build_config
@@ -50,7 +51,13 @@ _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="plain", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "warning", "error"],
                                                case_sensitive=False), default="info", show_default=True)
-@click.option("--mode", default="iptables", show_default=True, help=f"one of {', '.join(MODES)}")
+@click.option("--mode", default="iptables", show_default=True,
+              help=f"one of {', '.join(MODES)}; ebpf registers the pod with the node agent's programs "
+                   "(no NAT rule in the pod)")
+@click.option("--bpffs", default=None, help="ebpf: the node agent's pin directory (its --bpffs; "
+                                             "default /sys/fs/bpf/kernsplit)")
+@click.option("--fallback", default="none", show_default=True,
+              help="ebpf: `iptables` applies the iptables mode when the node's programs are not loaded")
 @click.option("--cleanup", is_flag=True, help="remove our chains and jumps (both families); nothing else")
 @click.option("--validate", "validate_after", is_flag=True,
               help="after applying, prove an outbound connection is redirected (SO_ORIGINAL_DST)")
@@ -60,7 +67,7 @@ _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_to_redirect,
          inbound_ports_to_ignore, outbound_ports_to_ignore, subnets_to_ignore, ipv6, iptables_mode,
          firewall_bin_path, firewall_save_bin_path, netns, simulate, use_wait_flag, log_format, log_level,
-         mode, cleanup, validate_after, validate_only, timeout_close_wait_secs):
+         mode, bpffs, fallback, cleanup, validate_after, validate_only, timeout_close_wait_secs):
     """Redirect a pod's TCP traffic to its local proxy (drop-in for linkerd2-proxy-init)."""
     try:
         cfg = build_config(
@@ -68,7 +75,8 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
             proxy_uid=proxy_uid, proxy_gid=proxy_gid, ports_to_redirect=ports_to_redirect,
             inbound_ports_to_ignore=inbound_ports_to_ignore, outbound_ports_to_ignore=outbound_ports_to_ignore,
             subnets_to_ignore=subnets_to_ignore, ipv6=ipv6, iptables_mode=iptables_mode, netns=netns,
-            use_wait_flag=use_wait_flag, timeout_close_wait_secs=timeout_close_wait_secs, mode=mode)
+            use_wait_flag=use_wait_flag, timeout_close_wait_secs=timeout_close_wait_secs, mode=mode,
+            bpffs=bpffs, fallback=fallback)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if cleanup and (validate_after or validate_only):
@@ -85,15 +93,31 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
     if validate_only:
         _finish_validation(cfg, log)
         return
+    if cfg.mode != "ebpf" or _run_ebpf(cfg, log, cleanup=cleanup, simulate=simulate):
+        _run_iptables(cfg, log, cleanup=cleanup, simulate=simulate, firewall_bin=firewall_bin_path)
+    if cleanup or simulate:
+        return
+    if cfg.timeout_close_wait_secs:
+        set_close_wait_timeout(cfg.netns, cfg.timeout_close_wait_secs)
+        log.info("conntrack CLOSE_WAIT timeout set to %ss", cfg.timeout_close_wait_secs)
+    if validate_after:
+        _finish_validation(cfg, log)
+
+
+def _require(log, needs) -> None:
+    try:
+        caps.require("proxy-init", needs)
+    except caps.NotPermitted as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+def _run_iptables(cfg, log, *, cleanup: bool, simulate: bool, firewall_bin: str | None) -> None:
     if not simulate:
-        try:
-            caps.require("proxy-init", caps.iptables_needs(iptables_mode, netns))
-        except caps.NotPermitted as exc:
-            log.error("%s", exc)
-            sys.exit(1)
+        _require(log, caps.iptables_needs(cfg.iptables_mode, cfg.netns))
     fams = apply.CLEANUP_FAMILIES if cleanup else apply.families(cfg, log)
     try:
-        plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin_path,
+        plans = apply.make_plans(cfg, fams, log, cleanup=cleanup, firewall_bin=firewall_bin,
                                  tolerate_unreadable=simulate or cleanup)
         if simulate:
             _print_plans(plans)
@@ -104,12 +128,52 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
         sys.exit(1)
     if cleanup:
         log.info("cleanup done: kernsplit proxy-init chains and jumps removed")
-        return
-    if cfg.timeout_close_wait_secs:
-        set_close_wait_timeout(cfg.netns, cfg.timeout_close_wait_secs)
-        log.info("conntrack CLOSE_WAIT timeout set to %ss", cfg.timeout_close_wait_secs)
-    if validate_after:
-        _finish_validation(cfg, log)
+
+
+def _run_ebpf(cfg, log, *, cleanup: bool, simulate: bool) -> bool:
+    """Register (or with --cleanup, unregister) the pod. Returns True when the iptables mode must
+    run after all: the node has no programs and --fallback iptables, or a cleanup that also
+    removes what an earlier fallback run left."""
+    from kernsplit.init import ebpf   # pyroute2 and libbpf only for this mode
+    pins = ebpf.loader.Pins(Path(cfg.bpffs) if cfg.bpffs else ebpf.DEFAULT_BPFFS)
+    if not simulate:
+        _require(log, caps.ebpf_needs())
+    try:
+        if cleanup:
+            ebpf.unregister(cfg, pins, log)
+            log.info("cleanup done: eBPF registration and tc filters removed")
+            return cfg.fallback == "iptables"
+        if simulate:
+            _print_registration(ebpf.planned(cfg, _ipv6(cfg, log)), pins, ebpf)
+            return False
+        ebpf.register(cfg, _ipv6(cfg, log), pins, log)
+        return False
+    except ebpf.NotLoadedError as exc:
+        if cfg.fallback != "iptables":
+            log.error("%s", exc)
+            sys.exit(1)
+        log.warning("%s; --fallback iptables: applying the iptables mode instead", exc)
+        return True
+    except (OSError, ValueError) as exc:
+        log.error("eBPF registration failed: %s", exc)
+        sys.exit(1)
+
+
+def _ipv6(cfg, log) -> bool:
+    return Family.V6 in apply.families(cfg, log)
+
+
+def _print_registration(reg, pins, ebpf) -> None:
+    try:
+        ebpf.node_ready(pins)
+        node = f"node programs loaded under {pins.root}"
+    except ebpf.NotLoadedError as exc:
+        node = f"not applicable now: {exc}"
+    click.echo(f"# ebpf: ks_pods entry for netns cookie {reg.cookie} ({node})")
+    click.echo(f"pod {reg.settings.netns}: {ebpf.describe(reg.settings)}")
+    if reg.settings.addresses:
+        click.echo(f"own addresses (connects to them stay local): {', '.join(map(str, reg.settings.addresses))}")
+    click.echo(f"tc ingress filter {ebpf.loader.TC_PROGRAM} on: {', '.join(reg.interfaces) or 'no interface'}")
 
 
 def _print_plans(plans) -> None:

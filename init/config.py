@@ -12,6 +12,7 @@ from dataclasses import dataclass
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("iptables", "ebpf")
+FALLBACKS = ("none", "iptables")
 IPTABLES_MODES = ("auto", "legacy", "nft", "plain")
 LOG_FORMATS = ("plain", "json")
 _MAX_ID = 2**32 - 2          # (uid_t)-1 means "no change" to the kernel: not a usable id
@@ -126,6 +127,9 @@ class InitConfig:
     netns: str | None = None
     use_wait_flag: bool = False
     timeout_close_wait_secs: int = 0                       # 0: leave the kernel default
+    mode: str = "iptables"                                 # or "ebpf": register with the node's programs
+    bpffs: str | None = None                               # ebpf: the node agent's pins (its --bpffs)
+    fallback: str = "none"                                 # ebpf: "iptables" when the node has no programs
 
     def subnets(self, version: int) -> tuple[IpNetwork, ...]:
         """The ignored subnets of one IP version: each family's pass takes only its own."""
@@ -135,12 +139,15 @@ class InitConfig:
 def build_config(*, incoming_proxy_port=4143, outgoing_proxy_port=4140, proxy_uid=2102, proxy_gid=None,
                  ports_to_redirect=(), inbound_ports_to_ignore=(), outbound_ports_to_ignore=(),
                  subnets_to_ignore=(), ipv6=None, iptables_mode="auto", netns=None,
-                 use_wait_flag=False, timeout_close_wait_secs=0, mode="iptables") -> InitConfig:
+                 use_wait_flag=False, timeout_close_wait_secs=0, mode="iptables", bpffs=None,
+                 fallback="none") -> InitConfig:
     """Validate raw flag values into an InitConfig, or raise ConfigError naming the flag."""
     if mode not in MODES:
         raise ConfigError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
-    if mode == "ebpf":
-        raise ConfigError("--mode ebpf: not implemented in proxy-init yet; use --mode iptables")
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"--fallback: {fallback!r} is not one of {', '.join(FALLBACKS)}")
+    if mode != "ebpf" and (bpffs or fallback != "none"):
+        raise ConfigError(f"{'--bpffs' if bpffs else '--fallback'}: applies to --mode ebpf only")
     if iptables_mode not in IPTABLES_MODES:
         raise ConfigError(f"--iptables-mode: {iptables_mode!r} is not one of {', '.join(IPTABLES_MODES)}")
     try:
@@ -163,4 +170,7 @@ def build_config(*, incoming_proxy_port=4143, outgoing_proxy_port=4140, proxy_ui
         netns=netns or None,
         use_wait_flag=bool(use_wait_flag),
         timeout_close_wait_secs=close_wait,
+        mode=mode,
+        bpffs=bpffs or None,
+        fallback=fallback,
     )

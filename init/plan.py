@@ -1,4 +1,6 @@
-"""The pure planner: config -> rules as data -> iptables-restore text. No subprocess, no kernel.
+"""The pure planner: flags (a validated InitConfig) -> the rules we want, as a Ruleset. No
+subprocess, no kernel. Reading our rules back, diffing and rendering restore text is the shared
+iptables core's (`agent.iptables`: ownership, diff, render), as for the agent's split chains.
 
 Rules follow linkerd2-proxy-init (same chains' shape, same order), renamed into our prefix:
 
@@ -15,15 +17,16 @@ therefore bypasses its proxy, exactly as under Linkerd.
 
 Rules are written in the canonical form `iptables-save` prints (both backends print the same), so
 the reconciler can compare the kernel's parsed rules with ours and leave a correct kernel alone.
+Our jumps are appended (`JumpPlacement.APPEND`), as linkerd2-proxy-init does.
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-from kernsplit.agent.iptables.rule import Rule, restore_line
-from kernsplit.agent.iptables.saved import SavedTable
+from kernsplit.agent.iptables.kinds import Family
+from kernsplit.agent.iptables.ownership import JumpPlacement, Ownership
+from kernsplit.agent.iptables.rule import Rule
+from kernsplit.agent.iptables.ruleset import Chain, Ruleset, Table
 from kernsplit.init.config import InitConfig, IpNetwork, PortRange
 
 TABLE = "nat"
@@ -32,22 +35,14 @@ REDIRECT_CHAIN = "KS-PROXY-INIT-REDIRECT"     # inbound, jumped to from PREROUTI
 OUTPUT_CHAIN = "KS-PROXY-INIT-OUTPUT"         # outbound, jumped to from OUTPUT
 COMMENT_PREFIX = "kernsplit/proxy-init: "
 MULTIPORT_SLOTS = 15                          # xt_multiport's limit per rule; a range takes two
-BUILTIN_TARGETS = frozenset({"RETURN", "REDIRECT", "ACCEPT", "DROP", "DNAT", "SNAT", "MASQUERADE"})
 
 
-@dataclass(frozen=True)
-class Ruleset:
-    """What one family's nat table must hold of ours: our chains with their rules, in order, and
-    the jumps from built-in chains into them."""
-    chains: tuple[tuple[str, tuple[Rule, ...]], ...]
-    jumps: tuple[Rule, ...]
+def is_ours(chain: str) -> bool:
+    return chain.startswith(CHAIN_PREFIX)
 
-    @property
-    def chain_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.chains)
 
-    def all_rules(self) -> tuple[Rule, ...]:
-        return tuple(r for _, rules in self.chains for r in rules) + self.jumps
+OWNERSHIP = Ownership(is_ours, (TABLE,), JumpPlacement.APPEND)
+FAMILY = {4: Family.V4, 6: Family.V6}
 
 
 def _comment(text: str) -> tuple[str, ...]:
@@ -117,87 +112,5 @@ def desired_ruleset(cfg: InitConfig, version: int) -> Ruleset:
         Rule("PREROUTING", (*_comment("inbound to proxy"), "-j", REDIRECT_CHAIN)),
         Rule("OUTPUT", (*_comment("outbound to proxy"), "-j", OUTPUT_CHAIN)),
     )
-    return Ruleset(chains=((REDIRECT_CHAIN, inbound_rules(cfg, version)),
-                           (OUTPUT_CHAIN, outbound_rules(cfg, version))),
-                   jumps=jumps)
-
-
-def is_ours(chain: str) -> bool:
-    return chain.startswith(CHAIN_PREFIX)
-
-
-def _observed_jumps(observed: SavedTable) -> list[Rule]:
-    """Rules outside our chains that jump into one of ours (must go before our chain can go)."""
-    return [Rule(r.chain, r.args) for r in observed.rules
-            if not is_ours(r.chain) and r.target is not None and is_ours(r.target)]
-
-
-def ruleset_from_observed(observed: SavedTable | None) -> Ruleset | None:
-    """What of ours a table holds, as a Ruleset (to put it back after a failed multi-family apply).
-    None when nothing of ours is there."""
-    if observed is None:
-        return None
-    chains = tuple((name, tuple(Rule(r.chain, r.args) for r in observed.rules_of(name)))
-                   for name in observed.chains if is_ours(name))
-    if not chains:
-        return None
-    return Ruleset(chains=chains, jumps=tuple(_observed_jumps(observed)))
-
-
-def is_up_to_date(desired: Ruleset, observed: SavedTable | None) -> bool:
-    if observed is None:
-        return False
-    ours = [c for c in observed.chains if is_ours(c)]
-    if sorted(ours) != sorted(desired.chain_names):
-        return False
-    for name, rules in desired.chains:
-        if tuple(Rule(r.chain, r.args) for r in observed.rules_of(name)) != rules:
-            return False
-    return Counter(_observed_jumps(observed)) == Counter(desired.jumps)
-
-
-def reconcile(desired: Ruleset | None, observed: SavedTable | None) -> str | None:
-    """The iptables-restore --noflush input that turns `observed` into `desired` for what is ours,
-    touching nothing else; None when there is nothing to do. `desired=None` means clean up.
-
-    In one transaction: `:CHAIN - [0:0]` creates or flushes each chain of ours; jumps that are not
-    wanted (stale shapes, duplicates, or all of them on cleanup) are deleted with `-D` using the
-    exact arguments read back; our rules are appended; missing jumps are appended; chains of ours no
-    longer wanted are deleted with `-X`. The kernel applies all of it or none of it.
-    """
-    observed_chains = [c for c in (observed.chains if observed else {}) if is_ours(c)]
-    observed_jumps = _observed_jumps(observed) if observed else []
-    if desired is None:
-        if not observed_chains and not observed_jumps:
-            return None
-        wanted_chains: tuple[str, ...] = ()
-        wanted_jumps: tuple[Rule, ...] = ()
-    else:
-        if is_up_to_date(desired, observed):
-            return None
-        wanted_chains, wanted_jumps = desired.chain_names, desired.jumps
-
-    stale = [c for c in observed_chains if c not in wanted_chains]
-    keep = Counter(wanted_jumps)
-    deletes, present = [], Counter()
-    for jump in observed_jumps:
-        if present[jump] < keep[jump]:
-            present[jump] += 1
-        else:
-            deletes.append(jump)
-
-    lines = [f"*{TABLE}"]
-    lines += [f":{name} - [0:0]" for name in (*wanted_chains, *stale)]
-    lines += [restore_line("-D", j) for j in deletes]
-    if desired is not None:
-        lines += [restore_line("-A", r) for _, rules in desired.chains for r in rules]
-        lines += [restore_line("-A", j) for j in desired.jumps if present[j] == 0]
-    lines += [f"-X {name}" for name in stale]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
-
-
-def undefined_targets(ruleset: Ruleset) -> list[str]:
-    """Jump targets that are neither built-in targets nor chains of the ruleset (must be empty)."""
-    known = set(ruleset.chain_names) | BUILTIN_TARGETS
-    return sorted({r.target for r in ruleset.all_rules() if r.target and r.target not in known})
+    chains = (Chain(REDIRECT_CHAIN, inbound_rules(cfg, version)), Chain(OUTPUT_CHAIN, outbound_rules(cfg, version)))
+    return Ruleset(FAMILY[version], (Table(TABLE, chains, jumps),))

@@ -15,12 +15,13 @@ log = logging.getLogger("kernsplit.agent")
 
 
 def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: str | None,
-                      bpffs: str | None, split_uids: tuple[int, ...] = ()) -> dict:
+                      bpffs: str | None, split_uids: tuple[int, ...] = (), interception: bool = False) -> dict:
     """Constructor keywords for `agent.dataplane.make_dataplane`: each dataplane gets its own,
     and options left unset are not passed, so the dataplane's defaults apply."""
     if name == "iptables":
         return {"netns": netns, "mode": iptables_mode}
-    return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs), ("split_uids", split_uids or None))
+    return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs), ("split_uids", split_uids or None),
+                              ("interception", interception or None))
             if v is not None}
 
 
@@ -53,6 +54,9 @@ def _stop_on_signals() -> threading.Event:
               help="ebpf: split only connect()s made by this uid, the mesh proxy's (repeatable, "
                    "at most 8). Other connects pass unchanged, so the app's connection reaches its "
                    "proxy with the ClusterIP as original destination. Default: split every connect.")
+@click.option("--interception", is_flag=True,
+              help="ebpf: also attach the interception programs, with which `proxy-init --mode ebpf` "
+                   "registers pods (no NAT rule in the pods).")
 @click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
               help="Seconds between full resyncs that repair drift.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True)
@@ -60,14 +64,17 @@ def _stop_on_signals() -> threading.Event:
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
 @cluster_domain_option
-def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resync_interval, log_format,
-          log_level, cleanup, iptables_mode, cluster_domain):
+def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, interception, resync_interval,
+          log_format, log_level, cleanup, iptables_mode, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     if not cleanup and not config_paths:
         raise click.UsageError("--config PATH is required (unless --cleanup)")
     if netns and dataplane == "ebpf":
         log.debug("--netns is not used by the ebpf dataplane (it attaches to --cgroup)")
+    if interception and dataplane != "ebpf":
+        raise click.UsageError("--interception applies to --dataplane ebpf only (the interception programs "
+                               "are loaded with the eBPF split programs)")
     if split_uids and dataplane != "ebpf":
         raise click.UsageError("--split-uid applies to --dataplane ebpf only (iptables splits on the "
                                "node, after the proxy)")
@@ -82,7 +89,7 @@ def agent(config_paths, dataplane, once, netns, cgroup, bpffs, split_uids, resyn
         sys.exit(1)
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
-                                                           split_uids))
+                                                           split_uids, interception))
         if cleanup:
             dp.cleanup()
             log.info("cleanup done: kernsplit %s objects removed", dataplane)

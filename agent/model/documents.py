@@ -127,6 +127,9 @@ def _parse_json(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, A
         sink.add("error", file, "document 1", f"line {exc.lineno}, column {exc.colno}",
                  f"JSON syntax error: {exc.msg}")
         return []
+    except ValueError as exc:   # a number of more than 4,300 digits (Python's limit)
+        sink.add("error", file, "document 1", "-", f"cannot read: {exc}")
+        return []
 
 
 def _parse_yaml(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, Any]]:
@@ -140,6 +143,8 @@ def _parse_yaml(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, A
         problem = getattr(exc, "problem", None) or str(exc)
         # Documents before the broken one were read; the rest of the file cannot be trusted.
         sink.add("error", file, f"document {len(documents) + 1}", where, f"YAML syntax error: {problem}")
+    except ValueError as exc:   # a number of more than 4,300 digits (Python's limit)
+        sink.add("error", file, f"document {len(documents) + 1}", "-", f"cannot read: {exc}")
     return documents
 
 

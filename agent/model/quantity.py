@@ -29,6 +29,11 @@ _QUANTITY = re.compile(
     r"(?:[eE](?P<exp>[+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?"
 )
 _INTEGER = re.compile(r"[+-]?\d+")
+# Decimal exponents beyond these cannot be a weight. Checked before the exact value is built:
+# `1.0e+999999999` is a valid YAML or JSON number, and building it exactly takes minutes and
+# gigabytes.
+_LARGEST_DIGIT = 30     # adjusted exponent: 1e30 is far above MAX_WEIGHT in any unit
+_FINEST_DIGIT = -30     # and 1e-30 far below one milli-unit
 
 
 class WeightError(ValueError):
@@ -57,6 +62,18 @@ def _check_range(text: str, value: int, unit: str) -> int:
     return value
 
 
+def _bounded(shown: str, value: Decimal, unit: str) -> Decimal:
+    """`value` when its magnitude can be a weight at all; else the error it will end in."""
+    if value.is_zero():
+        return value
+    if value.adjusted() > _LARGEST_DIGIT:
+        raise WeightError(shown, "is negative" if value < 0 else
+                          f"is too large (at most {MAX_WEIGHT}{' ' + unit if unit else ''})")
+    if value.adjusted() < _FINEST_DIGIT:
+        raise WeightError(shown, "is negative" if value < 0 else "is finer than 1m (weights are whole milli-units)")
+    return value
+
+
 def parse_quantity(text: str | int | Decimal) -> int:
     """A Kubernetes quantity as exact integer milli-units: `1` -> 1000, `500m` -> 500, `1.5` -> 1500.
 
@@ -73,7 +90,7 @@ def parse_quantity(text: str | int | Decimal) -> int:
     if isinstance(text, Decimal):
         if not text.is_finite():
             raise WeightError(shown, "is not a quantity (expected e.g. 900m, 1, 1.5)")
-        value = Fraction(text)
+        value = Fraction(_bounded(shown, text, "milli-units"))
     else:
         match = _QUANTITY.fullmatch(str(text).strip())
         if match is None:
@@ -106,7 +123,7 @@ def parse_whole(value: object) -> int:
     elif isinstance(value, Decimal):
         if not value.is_finite() or value != value.to_integral_value():
             raise WeightError(shown, "is not a whole number")
-        number = int(value)
+        number = int(_bounded(shown, value, ""))
     elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         number = int(value.strip())
     else:

@@ -21,14 +21,36 @@ from kernsplit.agent.model.diagnostics import Diagnostic
 RawObject = Mapping[str, Any]     # apiVersion, kind, metadata{namespace,name,uid,resourceVersion}, ...
 
 
+DEFAULT_NAMESPACE = "default"
+
+
 @dataclass(frozen=True, order=True)
 class ObjectKey:
-    kind: str          # "Service", "EndpointSlice", "Endpoints", "TrafficSplit", "HTTPRoute", "TCPRoute"
+    """One object's identity. `kind` carries the API group, as kubectl writes a resource
+    (`HTTPRoute.gateway.networking.k8s.io`, `HTTPRoute.policy.linkerd.io`, `Service`): Gateway
+    API's and Linkerd's HTTPRoute of the same name are two objects. Versions are not part of it
+    (one object is served in several versions)."""
+    kind: str          # "Service", "Endpoints", "EndpointSlice.discovery.k8s.io", "TrafficSplit.split.smi-spec.io", ...
     namespace: str
     name: str
 
+    @classmethod
+    def of(cls, obj: RawObject) -> "ObjectKey":
+        """The key of a raw object (a missing namespace is `default`, as `kubectl apply` takes it)."""
+        meta = obj.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        return cls(group_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")),
+                   str(meta.get("namespace") or DEFAULT_NAMESPACE), str(meta.get("name") or ""))
+
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def group_kind(api_version: str, kind: str) -> str:
+    """`Kind.group` (`Kind` for the core group): "gateway.networking.k8s.io/v1", "HTTPRoute" ->
+    "HTTPRoute.gateway.networking.k8s.io"."""
+    group = api_version.rpartition("/")[0]
+    return f"{kind}.{group}" if group else kind
 
 
 class Sink(Protocol):

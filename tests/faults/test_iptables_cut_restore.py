@@ -20,10 +20,10 @@ from fractions import Fraction
 import pytest
 
 from conftest import throwaway_netns
-from kernsplit.agent.dataplane.iptables.diff import diff
+from tests.fixtures import agent_diff as diff
 from kernsplit.agent.dataplane.iptables.plan import plan
-from kernsplit.agent.dataplane.iptables.render import render_changes, render_full
-from kernsplit.agent.dataplane.iptables.diff import owned
+from tests.fixtures import agent_render as render_changes, agent_render_full as render_full
+from tests.fixtures import agent_owned as owned
 from kernsplit.agent.iptables.exec import restore, save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.saved import parse_save

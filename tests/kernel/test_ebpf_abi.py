@@ -41,7 +41,7 @@ def test_mirror_matches_bcc_types(compiled, name):
     key_t, value_t = abi.MAP_TYPES[name]
     assert layout(tbl.Key) == layout(key_t)
     leaf = tbl.Leaf
-    if name == "ks_counters":             # BCC reports a per-CPU leaf as an array of u64
+    if name in abi.PER_CPU_MAPS:          # BCC reports a per-CPU leaf as an array
         leaf = leaf._type_ if issubclass(leaf, ct.Array) else leaf
     assert layout(leaf) == layout(value_t)
 
@@ -51,6 +51,8 @@ def test_map_sizes_match_the_header_limits(compiled):
     assert compiled.get_table(b"ks_counters").max_entries == abi.KS_MAX_SPLITS * abi.KS_MAX_BACKENDS
     assert compiled.get_table(b"ks_meta").max_entries == abi.KS_MAX_SPLITS
     assert compiled.get_table(b"ks_config").max_entries == 1
+    assert compiled.get_table(b"ks_pods").max_entries == abi.KS_MAX_PODS
+    assert compiled.get_table(b"ks_pairs").max_entries == abi.KS_PAIR_ENTRIES
 
 
 def test_every_pinned_map_has_a_mirror(compiled):

@@ -1,29 +1,78 @@
 """proxy-init intercepts real traffic: a throwaway "pod" namespace with a veth pair into a throwaway
-"outside" namespace, real listeners on both sides, both iptables backends.
+"outside" namespace, real listeners on both sides, in every mode: iptables (both backends) and eBPF
+(the node's programs loaded by the agent's dataplane, attached to a cgroup of the test's own that
+this test process joins for the module).
 
 Each listener answers with its tag and, for the stand-in proxies, the SO_ORIGINAL_DST it read, so a
 test sees exactly where a connection landed and what destination the proxy would forward to.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
 import threading
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from kernsplit.agent import mounts
 from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.netns import entered
 from kernsplit.init.cli import main
-from conftest import unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
+from conftest import IS_ROOT, unique_name  # tests/conftest.py (pytest puts tests/ on sys.path)
 
 pytestmark = pytest.mark.kernel
-BACKENDS = ["legacy", "nft"]
+MODES = ["legacy", "nft", "ebpf"]
 SO_ORIGINAL_DST = 80        # IPv4 and IPv6 (IP6T_SO_ORIGINAL_DST) share the number
+
+
+@contextmanager
+def joined_cgroup(cgroup: Path):
+    """This test process (and so its children) inside `cgroup`, then back where it was."""
+    home = Path(open("/proc/self/cgroup").read().split("0::", 1)[1].splitlines()[0])
+    (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        (mounts.cgroup2() / home.relative_to("/") / "cgroup.procs").write_text(str(os.getpid()))
+
+
+@contextmanager
+def node_programs():
+    """What `kernsplit agent --dataplane ebpf --interception` does on a node, on a cgroup and a
+    pin directory of our own; this process joins the cgroup. Yields the pin directory."""
+    from kernsplit.agent.dataplane.ebpf.dataplane import EbpfDataplane
+    cgroup = mounts.cgroup2() / unique_name("cg")
+    cgroup.mkdir()
+    dp = EbpfDataplane(cgroup=cgroup, bpffs=Path("/sys/fs/bpf") / unique_name("bf"), interception=True)
+    try:
+        dp.sync([])
+        with joined_cgroup(cgroup):
+            yield dp.pins.root
+    finally:
+        dp.cleanup()
+        cgroup.rmdir()
+
+
+@pytest.fixture(scope="module")
+def ebpf_node():
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    with node_programs() as pins:
+        yield pins
+
+
+@pytest.fixture(params=MODES)
+def mode(request) -> list[str]:
+    """proxy-init's flags for one interception mode."""
+    if request.param == "ebpf":
+        return ["--mode", "ebpf", "--bpffs", str(request.getfixturevalue("ebpf_node"))]
+    return ["--iptables-mode", request.param]
 
 
 @dataclass(frozen=True)
@@ -156,9 +205,8 @@ def servers(lab: Lab, v6: bool = False):
         yield
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_outbound_is_redirected_except_proxy_uid_ignored_ports_subnets_and_loopback(lab, backend):
-    proxy_init("--netns", lab.pod, "--iptables-mode", backend, "--no-ipv6",
+def test_outbound_is_redirected_except_proxy_uid_ignored_ports_subnets_and_loopback(lab, mode):
+    proxy_init("--netns", lab.pod, *mode, "--no-ipv6",
                "--outbound-ports-to-ignore", "4567-4568", "--subnets-to-ignore", "10.211.1.0/24")
     with servers(lab):
         assert connect(lab.pod, lab.out_ip, 8080) == f"proxy-out {lab.out_ip}:8080"
@@ -170,17 +218,15 @@ def test_outbound_is_redirected_except_proxy_uid_ignored_ports_subnets_and_loopb
         assert connect(lab.pod, lab.pod_ip, 8080) == "app"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_proxy_gid_bypasses(lab, backend):
-    proxy_init("--netns", lab.pod, "--iptables-mode", backend, "--no-ipv6", "-u", "-1", "-g", "2105")
+def test_proxy_gid_bypasses(lab, mode):
+    proxy_init("--netns", lab.pod, *mode, "--no-ipv6", "-u", "-1", "-g", "2105")
     with servers(lab):
         assert connect_as(2105, lab.pod, lab.out_ip, 8080) == "outside"
         assert connect_as(2102, lab.pod, lab.out_ip, 8080) == f"proxy-out {lab.out_ip}:8080"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_inbound_reaches_4143_except_ignored_ports_and_subnets(lab, backend):
-    proxy_init("--netns", lab.pod, "--iptables-mode", backend, "--no-ipv6",
+def test_inbound_reaches_4143_except_ignored_ports_and_subnets(lab, mode):
+    proxy_init("--netns", lab.pod, *mode, "--no-ipv6",
                "--inbound-ports-to-ignore", "4190,4191", "--subnets-to-ignore", "10.211.1.0/24")
     with servers(lab):
         assert connect(lab.out, lab.pod_ip, 8080) == f"proxy-in {lab.pod_ip}:8080"
@@ -188,18 +234,16 @@ def test_inbound_reaches_4143_except_ignored_ports_and_subnets(lab, backend):
         assert connect(lab.out, lab.pod_ip, 8080, source=lab.out_ip2) == "app"  # ignored source subnet
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ports_to_redirect_limits_inbound(lab, backend):
-    proxy_init("--netns", lab.pod, "--iptables-mode", backend, "--no-ipv6", "-r", "8080")
+def test_ports_to_redirect_limits_inbound(lab, mode):
+    proxy_init("--netns", lab.pod, *mode, "--no-ipv6", "-r", "8080")
     with servers(lab):
         assert connect(lab.out, lab.pod_ip, 8080) == f"proxy-in {lab.pod_ip}:8080"
         assert connect(lab.out, lab.pod_ip, 4191) == "app"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ipv6_interception_auto_enabled(lab, backend):
+def test_ipv6_interception_auto_enabled(lab, mode):
     # no --ipv6: the pod has IPv6 addresses besides ::1, so the IPv6 pass is on by default
-    proxy_init("--netns", lab.pod, "--iptables-mode", backend,
+    proxy_init("--netns", lab.pod, *mode,
                "--subnets-to-ignore", "10.211.1.0/24,fd00:212::/64", "--inbound-ports-to-ignore", "4191")
     with servers(lab, v6=True):
         assert connect(lab.pod, lab.out_ip6, 8080) == f"proxy-out [{lab.out_ip6}]:8080"
@@ -210,9 +254,8 @@ def test_ipv6_interception_auto_enabled(lab, backend):
         assert connect(lab.pod, lab.out_ip, 8080) == f"proxy-out {lab.out_ip}:8080"   # v4 still on
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_validate_passes_with_rules_and_fails_without(lab, backend):
-    base = ["--netns", lab.pod, "--iptables-mode", backend]
+def test_validate_passes_with_rules_and_fails_without(lab, mode):
+    base = ["--netns", lab.pod, *mode]
     ok = CliRunner().invoke(main, [*base, "--validate"])
     assert ok.exit_code == 0, ok.stderr
     assert "validated: a connection to 192.0.2.1:15002 was redirected to port 4140" in ok.stderr
@@ -224,10 +267,9 @@ def test_validate_passes_with_rules_and_fails_without(lab, backend):
     assert "interception not working: connecting to 192.0.2.1:15002 did not reach" in bad.stderr
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_validate_refuses_when_the_proxy_port_is_taken(lab, backend):
-    proxy_init("--netns", lab.pod, "--iptables-mode", backend)
+def test_validate_refuses_when_the_proxy_port_is_taken(lab, mode):
+    proxy_init("--netns", lab.pod, *mode)
     with listener(lab.pod, 4140, "real-proxy"):
-        bad = CliRunner().invoke(main, ["--netns", lab.pod, "--validate-only"])
+        bad = CliRunner().invoke(main, ["--netns", lab.pod, *mode, "--validate-only"])
     assert bad.exit_code == 1
     assert "port 4140 is already in use" in bad.stderr

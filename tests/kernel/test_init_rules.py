@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from kernsplit.agent.iptables import exec as ipt
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.iptables.ownership import owned
+from kernsplit.agent.iptables.render import render_full
 from kernsplit.agent.iptables.saved import parse_save
 from kernsplit.agent.lab.timescale import scaled
 from kernsplit.init import apply, plan
@@ -92,8 +94,8 @@ def test_rerun_is_byte_identical_and_rewrites_nothing(netns, backend):
     cfg = build_config(ipv6=True, inbound_ports_to_ignore=["4190-4191"], outbound_ports_to_ignore=["4567,4568"],
                        subnets_to_ignore=["10.9.0.0/16,fd00:9::/64,2001:db8::1"])
     for family, version in ((Family.V4, 4), (Family.V6, 6)):
-        observed = parse_save(before[family])["nat"]
-        assert plan.is_up_to_date(plan.desired_ruleset(cfg, version), observed)
+        observed = owned(plan.OWNERSHIP, family, parse_save(before[family]))
+        assert apply.restore_text(plan.desired_ruleset(cfg, version), observed) is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -166,7 +168,7 @@ def test_a_failing_family_rolls_the_other_back(netns, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_restore_is_all_or_nothing(netns, backend):
     cfg = build_config(netns=netns)
-    good = plan.reconcile(plan.desired_ruleset(cfg, 4), None)
+    good = render_full(plan.desired_ruleset(cfg, 4), plan.OWNERSHIP.jumps)
     bad = good.replace("COMMIT", "-A KS-PROXY-INIT-OUTPUT -j KS-NO-SUCH-CHAIN\nCOMMIT")
     before = state(netns, backend)
     with pytest.raises(IptablesError, match="iptables-.*-restore"):

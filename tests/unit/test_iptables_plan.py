@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from kernsplit.agent.dataplane.iptables.plan import plan
-from kernsplit.agent.dataplane.iptables.render import render_full
+from tests.fixtures import agent_render_full as render_full
 from kernsplit.agent.dataplane.iptables import names, probability
 from kernsplit.agent.commands.show import as_table
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint

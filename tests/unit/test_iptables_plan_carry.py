@@ -3,11 +3,11 @@ rewritten rules get them back, and which ones are lost (weight 0, removed endpoi
 from __future__ import annotations
 
 from kernsplit.agent.dataplane.iptables import carry, names
-from kernsplit.agent.dataplane.iptables.diff import diff
+from tests.fixtures import agent_diff as diff
 from kernsplit.agent.dataplane.iptables.plan import plan
-from kernsplit.agent.dataplane.iptables.render import render_changes
-from kernsplit.agent.dataplane.iptables.diff import owned
-from kernsplit.agent.dataplane.iptables.render import render_full
+from tests.fixtures import agent_render as render_changes
+from tests.fixtures import agent_owned as owned
+from tests.fixtures import agent_render_full as render_full
 from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
 

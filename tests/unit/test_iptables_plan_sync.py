@@ -1,15 +1,15 @@
 """Partial sync planning (kube-proxy style), without a kernel: only changed chains are written."""
 from __future__ import annotations
 
-from kernsplit.agent.dataplane.iptables.diff import diff
+from tests.fixtures import agent_diff as diff
 from kernsplit.agent.dataplane.iptables.plan import plan
-from kernsplit.agent.dataplane.iptables.render import render_changes
+from tests.fixtures import agent_render as render_changes
 from kernsplit.agent.dataplane.iptables import names
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
-from kernsplit.agent.dataplane.iptables.diff import owned
-from kernsplit.agent.dataplane.iptables.render import render_full
+from tests.fixtures import agent_owned as owned
+from tests.fixtures import agent_render_full as render_full
 
 from test_iptables_plan import as_saved, REFUSE, SEED, SEVENTY, split_port
 

@@ -11,7 +11,9 @@ import ctypes as ct
 # The limits are part of the ABI (and of the schema fingerprint): re-exported here.
 from kernsplit.agent.dataplane.ebpf.limits import (  # noqa: F401
     KS_KIND_LEN, KS_MAX_BACKENDS, KS_MAX_SLOTS, KS_MAX_SPLIT_UIDS, KS_MAX_SPLITS, KS_NAME_LEN,
-    KS_NO_BACKEND, KS_SCHEMA_LEN, KS_SLOT_REFUSE, KS_SLOTS_LOG2, KS_SPLIT_NAME_LEN)
+    KS_NO_BACKEND, KS_SCHEMA_LEN, KS_SLOT_REFUSE, KS_SLOTS_LOG2, KS_SPLIT_NAME_LEN,
+    KS_MAX_PODS, KS_PAIR_ENTRIES, KS_POD_ADDRS, KS_POD_CIDRS, KS_POD_GID, KS_POD_IPV6, KS_POD_NAME_LEN,
+    KS_POD_PORT_RANGES, KS_POD_UID)
 
 
 class ServiceKey(ct.Structure):
@@ -52,7 +54,44 @@ class Config(ct.Structure):
                 ("uids", ct.c_uint32 * KS_MAX_SPLIT_UIDS)]
 
 
-# map name -> (key type, value type); ks_counters values are per-CPU u64.
+class PortRange(ct.Structure):
+    _fields_ = [("first", ct.c_uint16), ("last", ct.c_uint16)]
+
+
+class Cidr(ct.Structure):
+    _fields_ = [("net", ct.c_uint32 * 4), ("mask", ct.c_uint32 * 4), ("family", ct.c_uint8),
+                ("pad", ct.c_uint8 * 3)]
+
+
+class Pod(ct.Structure):
+    _fields_ = [("flags", ct.c_uint32), ("proxy_uid", ct.c_uint32), ("proxy_gid", ct.c_uint32),
+                ("inbound_port", ct.c_uint16), ("outbound_port", ct.c_uint16),
+                ("nredirect", ct.c_uint8), ("nin_ignore", ct.c_uint8), ("nout_ignore", ct.c_uint8),
+                ("nsubnets", ct.c_uint8), ("naddrs", ct.c_uint8), ("pad", ct.c_uint8 * 3),
+                ("redirect", PortRange * KS_POD_PORT_RANGES), ("in_ignore", PortRange * KS_POD_PORT_RANGES),
+                ("out_ignore", PortRange * KS_POD_PORT_RANGES), ("subnets", Cidr * KS_POD_CIDRS),
+                ("addrs", Cidr * KS_POD_ADDRS), ("netns", ct.c_char * KS_POD_NAME_LEN)]
+
+
+class Origin(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32 * 4), ("port", ct.c_uint16), ("family", ct.c_uint8),
+                ("flags", ct.c_uint8), ("pad", ct.c_uint32), ("netns", ct.c_uint64)]
+
+
+class PairKey(ct.Structure):
+    _fields_ = [("netns", ct.c_uint64), ("addr", ct.c_uint32 * 4), ("port", ct.c_uint16),
+                ("family", ct.c_uint8), ("pad", ct.c_uint8 * 5)]
+
+
+class AddrKey(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32 * 4), ("family", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
+class PodCounters(ct.Structure):
+    _fields_ = [("outbound", ct.c_uint64), ("inbound", ct.c_uint64)]
+
+
+# map name -> (key type, value type); ks_counters and ks_pod_counters values are per CPU.
 MAP_TYPES = {
     "ks_services": (ServiceKey, Service),
     "ks_slots": (SlotKey, Slot),
@@ -60,4 +99,9 @@ MAP_TYPES = {
     "ks_counters": (ct.c_int32, ct.c_uint64),
     "ks_origins": (ct.c_uint64, ServiceKey),
     "ks_config": (ct.c_uint32, Config),
+    "ks_pods": (ct.c_uint64, Pod),
+    "ks_pairs": (PairKey, Origin),
+    "ks_pod_addrs": (AddrKey, ct.c_uint64),
+    "ks_pod_counters": (ct.c_uint64, PodCounters),
 }
+PER_CPU_MAPS = ("ks_counters", "ks_pod_counters")

@@ -30,6 +30,9 @@ class EbpfDataplane:
     proxy with the ClusterIP as SO_ORIGINAL_DST and the proxy's own connect is split. Empty
     (default): every connect is split. Stored in the pinned ks_config map, no recompilation.
 
+    `interception`: also attach the interception programs (proxy-init --mode ebpf registers pods
+    with them); they are loaded and pinned either way, so turning it on needs no recompilation.
+
     A split port that does not fit the maps is skipped (the kernel keeps its previous state for
     that address, if any), logged as an error, and listed in `rejected` after each sync.
     """
@@ -37,8 +40,10 @@ class EbpfDataplane:
     name = "ebpf"
 
     def __init__(self, cgroup: str | os.PathLike | None = None,
-                 bpffs: str | os.PathLike | None = None, split_uids: Iterable[int] = ()):
+                 bpffs: str | os.PathLike | None = None, split_uids: Iterable[int] = (),
+                 interception: bool = False):
         self.cgroup = Path(cgroup) if cgroup else None
+        self.interception = interception
         self.pins = loader.Pins(Path(bpffs) if bpffs else DEFAULT_BPFFS)
         self.config = plan.config_image(schema.fingerprint(), split_uids)
         self.rejected: list[str] = []                 # messages of the last sync's skipped splits
@@ -162,7 +167,7 @@ class EbpfDataplane:
         try:
             if maps.config() != self.config:   # before attaching: the uid filter holds at once
                 maps.write_config(self.config)
-            self.links_created = loader.attach(self.pins, self.cgroup or mounts.cgroup2())
+            self.links_created = loader.attach(self.pins, self.cgroup or mounts.cgroup2(), self.interception)
         except BaseException:
             maps.close()
             raise

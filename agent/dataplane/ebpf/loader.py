@@ -2,8 +2,12 @@
 down again. Layout under the bpffs directory (default /sys/fs/bpf/kernsplit):
 
     maps/<map>     the maps of bpf/ks_maps.h
-    progs/<prog>   the four cgroup sock_addr programs
-    links/<prog>   their cgroup attachments (BPF links: detaching = link detach + unpin)
+    progs/<prog>   the four split programs, the interception programs and the tc program
+    links/<prog>   their cgroup attachments (BPF links: detaching = link detach + unpin);
+                   the interception programs' only with interception on
+
+The tc program (inbound interception) is attached by proxy-init, inside each registered pod's
+network namespace, from its pin.
 
 A restarted agent finds these pins and uses them: no recompilation, no reattachment when the
 links are still attached to the requested cgroup.
@@ -20,14 +24,47 @@ from kernsplit.agent import mounts
 from kernsplit.agent.dataplane.ebpf import bpfsys
 from kernsplit.agent.dataplane.ebpf.sources import BPF_SRC, SOURCES
 
-MAPS = ("ks_services", "ks_slots", "ks_meta", "ks_counters", "ks_origins", "ks_config")
-# program -> enum bpf_attach_type (uapi/linux/bpf.h)
+# ks_sk_origins (socket-local storage) is not pinned: only the programs use it, and it needs no
+# reading from user space.
+MAPS = ("ks_services", "ks_slots", "ks_meta", "ks_counters", "ks_origins", "ks_config",
+        "ks_pods", "ks_pairs", "ks_pod_addrs", "ks_pod_counters")
+# enum bpf_prog_type (uapi/linux/bpf.h)
+SCHED_CLS, SOCK_OPS, CGROUP_SOCK_ADDR, CGROUP_SOCKOPT = 3, 13, 18, 25
+# split program -> enum bpf_attach_type (uapi/linux/bpf.h); all CGROUP_SOCK_ADDR
 PROGRAMS = {
     "sock4_connect": 10,       # BPF_CGROUP_INET4_CONNECT
     "sock6_connect": 11,       # BPF_CGROUP_INET6_CONNECT
     "sock4_getpeername": 29,   # BPF_CGROUP_INET4_GETPEERNAME
     "sock6_getpeername": 30,   # BPF_CGROUP_INET6_GETPEERNAME
 }
+# interception program -> (program type, attach type); attached beside the split programs
+INTERCEPT_PROGRAMS = {
+    "ks_ic_connect4": (CGROUP_SOCK_ADDR, 10),
+    "ks_ic_connect6": (CGROUP_SOCK_ADDR, 11),
+    "ks_ic_getpeername4": (CGROUP_SOCK_ADDR, 29),
+    "ks_ic_getpeername6": (CGROUP_SOCK_ADDR, 30),
+    "ks_ic_sockops": (SOCK_OPS, 3),              # BPF_CGROUP_SOCK_OPS
+    "ks_ic_getsockopt": (CGROUP_SOCKOPT, 21),    # BPF_CGROUP_GETSOCKOPT
+}
+TC_PROGRAM = "ks_ic_ingress"   # SCHED_CLS, attached by proxy-init in the pod's namespace
+
+
+def all_programs() -> dict[str, tuple[int, int]]:
+    """Every program we load: name -> (program type, attach type; -1 for tc)."""
+    return {**{n: (CGROUP_SOCK_ADDR, a) for n, a in PROGRAMS.items()}, **INTERCEPT_PROGRAMS,
+            TC_PROGRAM: (SCHED_CLS, -1)}
+
+
+def cgroup_programs(interception: bool) -> dict[str, int]:
+    """The programs to attach to the cgroup: name -> attach type."""
+    wanted = dict(PROGRAMS)
+    if interception:
+        wanted.update({n: a for n, (_t, a) in INTERCEPT_PROGRAMS.items()})
+    return wanted
+
+
+def attachable() -> tuple[str, ...]:
+    return (*PROGRAMS, *INTERCEPT_PROGRAMS)
 
 
 class LoaderError(RuntimeError):
@@ -49,14 +86,18 @@ class Pins:
 
     def complete(self) -> bool:
         return (all(self.map(m).exists() for m in MAPS)
-                and all(self.prog(p).exists() for p in PROGRAMS))
+                and all(self.prog(p).exists() for p in all_programs()))
 
     def any(self) -> bool:
         return self.root.exists() and any(self.root.rglob("*"))
 
     def attached(self) -> bool:
         """Some program of ours is (or was) attached: replacing must not open a gap."""
-        return any(self.link(p).exists() for p in PROGRAMS)
+        return any(self.link(p).exists() for p in attachable())
+
+    def intercepting(self) -> bool:
+        """The interception programs are attached (the agent runs with interception on)."""
+        return all(self.link(p).exists() for p in INTERCEPT_PROGRAMS)
 
     def staging(self) -> "Pins":
         """Where a replacement install is built beside the live one (see `swap`)."""
@@ -83,8 +124,8 @@ def compile_and_pin(pins: Pins) -> float:
             (pins.root / sub).mkdir(parents=True, exist_ok=True)
         for name in MAPS:
             bpfsys.obj_pin(bpf.get_table(name.encode()).map_fd, pins.map(name))
-        for name, attach_type in PROGRAMS.items():
-            fn = bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+        for name, (prog_type, attach_type) in all_programs().items():
+            fn = bpf.load_func(name.encode(), prog_type, attach_type=attach_type)
             bpfsys.obj_pin(fn.fd, pins.prog(name))
     finally:
         bpf.cleanup()
@@ -105,14 +146,20 @@ def prog_id(path: Path) -> int:
         os.close(fd)
 
 
-def attach(pins: Pins, cgroup: Path) -> int:
-    """Make every program attached to `cgroup` through a pinned link. Returns links created."""
+def attach(pins: Pins, cgroup: Path, interception: bool = False) -> int:
+    """Make every program attached to `cgroup` through a pinned link (the interception programs
+    only with `interception`; without it, links of theirs left by an earlier run are removed).
+    Returns links created."""
     cgroup_id = os.stat(cgroup).st_ino     # a cgroup v2 directory's inode is its cgroup id
     created = 0
     (pins.root / "links").mkdir(parents=True, exist_ok=True)
+    wanted = cgroup_programs(interception)
+    for name in INTERCEPT_PROGRAMS:
+        if name not in wanted and pins.link(name).exists():
+            _unlink(pins.link(name))
     cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for name, attach_type in PROGRAMS.items():
+        for name, attach_type in wanted.items():
             want_prog = prog_id(pins.prog(name))
             link = pins.link(name)
             if link.exists():
@@ -149,7 +196,7 @@ def swap(pins: Pins, staged: Pins) -> None:
     Programs first, maps (which hold the fingerprint) last: a crash in between leaves the old
     fingerprint live, so the next start replaces again rather than adopting a mixed install.
     """
-    for name in PROGRAMS:
+    for name in attachable():
         link = pins.link(name)
         if not link.exists():
             continue      # not attached yet: `attach` creates it with the new program
@@ -180,17 +227,22 @@ def _detach_fd(fd: int, name: str) -> None:
         pass   # already defunct (its cgroup was removed): nothing left to detach
 
 
+def _unlink(link: Path) -> None:
+    """Detach one pinned link and remove its pin."""
+    fd = bpfsys.obj_get(link)
+    try:
+        _detach_fd(fd, link.name)
+    finally:
+        os.close(fd)
+    link.unlink()
+
+
 def remove(pins: Pins) -> None:
     """Detach every link of ours, then remove every pin and our directory."""
     links = pins.root / "links"
     if links.is_dir():
         for link in links.iterdir():
-            fd = bpfsys.obj_get(link)
-            try:
-                _detach_fd(fd, link.name)
-            finally:
-                os.close(fd)
-            link.unlink()
+            _unlink(link)
     if pins.root.exists():
         # bpffs has no recursive delete: unlink pins, then directories, deepest first.
         for path in sorted(pins.root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
@@ -199,4 +251,5 @@ def remove(pins: Pins) -> None:
 
 
 __all__ = ["Pins", "LoaderError", "ensure_bpffs", "compile_and_pin", "attach",
-           "swap", "remove", "prog_id"]
+           "swap", "remove", "prog_id", "all_programs", "cgroup_programs", "INTERCEPT_PROGRAMS",
+           "TC_PROGRAM"]

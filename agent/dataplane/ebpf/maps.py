@@ -105,7 +105,7 @@ class KernelMaps:
         try:
             for name in MAPS:
                 key_t, val_t = abi.MAP_TYPES[name]
-                self.maps[name] = bpfsys.Map(pins.map(name), key_t, val_t, per_cpu=name == "ks_counters")
+                self.maps[name] = bpfsys.Map(pins.map(name), key_t, val_t, per_cpu=name in abi.PER_CPU_MAPS)
         except BaseException:
             self.close()
             raise

@@ -11,4 +11,5 @@ from pathlib import Path
 # BCC needs a real directory for `-I`: the package is installed as plain files (never zipped).
 BPF_SRC = Path(str(files("kernsplit.bpf")))
 # One text for BCC, in this order: BCC rewrites map calls only in the text it is given (lb.c).
-SOURCES = ("lb.c", "sock_connect.c", "sock_getpeername.c")
+SOURCES = ("lb.c", "sock_connect.c", "sock_getpeername.c",
+           "intercept.c", "intercept_connect.c", "intercept_sockops.c", "intercept_tc.c")

@@ -3,8 +3,11 @@
     IptablesDataplane(netns=None, mode="auto"|"legacy"|"nft")   the executor (Dataplane protocol)
     plan(split_ports, family) -> Ruleset                        pure planner (`plan`)
 
+Reading our chains back, diffing and rendering restore text is the shared core in `agent.iptables`
+(`ownership`, `diff`, `render`), which proxy-init uses too; `names.OWNERSHIP` says what is ours.
+
 The executor is imported on first use, so importing a pure module of this package (`plan`,
-`render`, ...) never loads subprocess.
+`carry`, ...) never loads subprocess.
 """
 from __future__ import annotations
 

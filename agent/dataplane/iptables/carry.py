@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from kernsplit.agent.dataplane.iptables import comments, names
-from kernsplit.agent.dataplane.iptables.diff import Changes
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
-from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.diff import Changes
+from kernsplit.agent.iptables.render import Counters
+from kernsplit.agent.iptables.rule import Rule, target_of
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import SavedTable, split_words
 
 Key = tuple[str, ...]
@@ -34,16 +35,24 @@ Counts = Mapping[tuple[str, str, Key], tuple[int, int]]   # (table, chain, key) 
 def rule_key(args: Iterable[str]) -> Key | None:
     """What a rule of ours stands for, independent of weights; None for rules we do not carry."""
     args = tuple(args)
-    metas = [m for m in map(comments.parse, comments.all_comments(args)) if m]
-    for m in metas:
-        if "endpoint" in m and "backend" in m:
-            return ("endpoint", m["backend"], m["endpoint"])
-    for m in metas:
-        if "root" in m and "ip" in m:
-            return ("root", m["ip"], m.get("port", ""))
-    if metas and target_of(args) is None:
+    found = comments.decode_rule(args)
+    for c in found:
+        if isinstance(c, comments.SlotComment):
+            return ("endpoint", c.backend, c.endpoint)
+    for c in found:
+        if isinstance(c, comments.RootComment):
+            return ("root", c.ip, str(c.port))
+    if found and target_of(args) is None:
         return ("metadata",)
     return None
+
+
+def lookup(counts: Counts) -> Counters:
+    """`counts` as the renderer asks for them: a rule of a rewritten chain -> the (packets, bytes)
+    of the replaced rule that stood for the same thing."""
+    def found(table: str, rule: Rule) -> tuple[int, int] | None:
+        return counts.get((table, rule.chain, rule_key(rule.args)))
+    return found
 
 
 def rewritten(changes: Changes, have: Ruleset) -> list[Place]:

@@ -17,15 +17,16 @@ from collections.abc import Sequence
 
 from kernsplit.agent.dataplane.base import ObservedSplit, SyncResult
 from kernsplit.agent.dataplane.iptables import carry, comments, names
-from kernsplit.agent.dataplane.iptables.diff import Changes, diff, owned
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
-from kernsplit.agent.dataplane.iptables.render import render_changes
-from kernsplit.agent.dataplane.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables import exec as ipt
+from kernsplit.agent.iptables.diff import Changes, diff
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from kernsplit.agent.iptables.ownership import owned
+from kernsplit.agent.iptables.render import render
 from kernsplit.agent.iptables.rule import target_of
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import SavedTable, parse_save
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -49,10 +50,9 @@ def _entry_keys(rs: Ruleset) -> dict[tuple[str, int], tuple[str, ...]]:
             if chain.name not in (names.SERVICES, names.REJECT):
                 continue
             for rule in chain.rules:
-                meta = next((m for m in map(comments.parse, comments.all_comments(rule.args))
-                             if m and "root" in m), None)
-                if meta:
-                    keys[(meta.get("ip", ""), int(meta.get("port", 0)))] = rule.args
+                root = next((c for c in comments.decode_rule(rule.args) if isinstance(c, comments.RootComment)), None)
+                if root:
+                    keys[(root.ip, root.port)] = rule.args
     return keys
 
 
@@ -109,7 +109,7 @@ class IptablesDataplane:
     def _read(self, family: Family, backend: IptablesBackend | None = None) -> Ruleset | None:
         """Our part of the kernel's tables; None when this family's iptables is unusable."""
         saved = self._saved(family, backend)
-        return None if saved is None else owned(family, saved)
+        return None if saved is None else owned(names.OWNERSHIP, family, saved)
 
     # -- Dataplane protocol --------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class IptablesDataplane:
             have, saved = (None, None) if full else (self._known.get(fam), None)
             if have is None:
                 saved = self._saved(fam)
-                have = None if saved is None else owned(fam, saved)
+                have = None if saved is None else owned(names.OWNERSHIP, fam, saved)
             if have is None:
                 if want.tables:
                     raise IptablesError(f"cannot read {fam.value} iptables in netns "
@@ -183,10 +183,10 @@ class IptablesDataplane:
 
     def _write(self, fam: Family, changes: Changes, have: Ruleset, saved: dict[str, SavedTable] | None) -> None:
         counts = self._counts_for(fam, changes, have, saved)
-        ipt.restore(self.netns, self.backend, fam, render_changes(changes, counts), counters=bool(counts))
+        ipt.restore(self.netns, self.backend, fam, render(changes, carry.lookup(counts)), counters=bool(counts))
 
     def _apply(self, fam: Family, want: Ruleset, have: Ruleset, saved: dict[str, SavedTable] | None) -> Changes:
-        changes = diff(want, have)
+        changes = diff(want, have, names.OWNERSHIP.jumps)
         if changes.empty:
             self._known[fam] = want
             return changes
@@ -197,8 +197,8 @@ class IptablesDataplane:
             self._known.pop(fam, None)
             log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
             saved = self._saved(fam) or {}
-            have = owned(fam, saved)
-            changes = diff(want, have)
+            have = owned(names.OWNERSHIP, fam, saved)
+            changes = diff(want, have, names.OWNERSHIP.jumps)
             if not changes.empty:
                 self._write(fam, changes, have, saved)
         self._known[fam] = want
@@ -226,8 +226,8 @@ class IptablesDataplane:
                 have = self._read(fam, backend)
                 if have is None or not have.tables:
                     continue
-                changes = diff(Ruleset(fam, ()), have)
-                ipt.restore(self.netns, backend, fam, render_changes(changes))
+                changes = diff(Ruleset(fam, ()), have, names.OWNERSHIP.jumps)
+                ipt.restore(self.netns, backend, fam, render(changes))
                 log.info("removed kernsplit chains (%s, %s)", backend.value, fam.value)
         self._known.clear()
 

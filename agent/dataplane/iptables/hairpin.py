@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kernsplit.agent.dataplane.iptables import comments, names
-from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule
+from kernsplit.agent.iptables.ruleset import Chain, Rule
 from kernsplit.agent.model.resolved import SplitPort
 
 # Argument order is the one iptables-save prints, so planned and observed rules compare equal.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from kernsplit.agent.iptables.ownership import JumpPlacement, Ownership
 from kernsplit.agent.model.resolved import SplitPort
 
 SERVICES = "KS-SERVICES"     # nat: one rule per split port -> its KS-SVC chain
@@ -37,3 +38,10 @@ def is_ours(chain: str) -> bool:
     KS-SEP-* (per-endpoint chains of the earlier layout) are no longer planned but stay ours, so a
     sync over a kernel programmed by an older agent deletes them."""
     return chain in (SERVICES, REJECT, REFUSE, HAIRPIN) or chain.startswith(("KS-SVC-", LEGACY_SEP))
+
+
+# Ours: the chains above, in nat and filter; our jumps are the first rule of their built-in chain
+# (on a node with kube-proxy, its `-j KUBE-SERVICES` would otherwise DNAT the root ClusterIP before
+# a later jump of ours is reached, and a foreign `FORWARD -j ACCEPT` above KS-REJECT would turn a
+# refusal into a hang).
+OWNERSHIP = Ownership(is_ours, ("nat", "filter"), JumpPlacement.FIRST)

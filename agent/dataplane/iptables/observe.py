@@ -9,7 +9,6 @@ them over for endpoints that keep a rule (see `carry`).
 from __future__ import annotations
 
 from collections import Counter
-from fractions import Fraction
 
 from kernsplit.agent.dataplane.base import ObservedBackend, ObservedSplit
 from kernsplit.agent.dataplane.iptables import comments, names
@@ -21,19 +20,17 @@ REFUSED = "refused"     # counts key (REFUSED, backend): that backend has a refu
 
 def _split(rule: SavedRule, metadata: list[SavedRule], refuse: bool, counts: Counter) -> ObservedSplit | None:
     """An entry rule (root metadata) and the rules holding its backend metadata."""
-    parsed = [comments.parse(c) for r in (rule, *metadata) for c in comments.all_comments(r.args)]
-    root = next((p for p in parsed if p and "root" in p), None)
+    decoded = [c for r in (rule, *metadata) for c in comments.decode_rule(r.args)]
+    root = next((c for c in decoded if isinstance(c, comments.RootComment)), None)
     if root is None:
         return None
     backends = tuple(
-        ObservedBackend(service=p["backend"], weight=int(p.get("weight", 0)),
-                        share=Fraction(p.get("share", "0")), connections=counts.get(p["backend"], 0),
-                        terminating=p.get("terminating") == "yes", refused=(REFUSED, p["backend"]) in counts)
-        for p in parsed if p and "backend" in p)
-    namespace, _, service = root["root"].partition("/")
-    split = root.get("split", "").partition("/")[2]
-    return ObservedSplit(dataplane=DATAPLANE, namespace=namespace, service=service, split=split,
-                         cluster_ip=root.get("ip", ""), port=int(root.get("port", 0)),
+        ObservedBackend(service=c.backend, weight=c.weight, share=c.share, connections=counts.get(c.backend, 0),
+                        terminating=c.terminating, refused=(REFUSED, c.backend) in counts)
+        for c in decoded if isinstance(c, comments.BackendComment))
+    namespace, _, service = root.root.partition("/")
+    return ObservedSplit(dataplane=DATAPLANE, namespace=namespace, service=service,
+                         split=root.split.partition("/")[2], cluster_ip=root.ip, port=root.port,
                          refuse=refuse, backends=backends)
 
 
@@ -45,11 +42,12 @@ def _counts(nat: SavedTable, svc_chain: str) -> Counter:
         # `show` keeps working between an upgrade and the agent's first sync.
         dnats = nat.rules_of(rule.target) if (rule.target or "").startswith(names.LEGACY_SEP) else [rule]
         for dnat in dnats:
-            meta = comments.parse(dnat.comment)
-            if meta and "backend" in meta and dnat.target in ("DNAT", names.REFUSE):
-                counts[meta["backend"]] += dnat.packets or 0
+            meta = comments.decode(dnat.comment)
+            if isinstance(meta, (comments.SlotComment, comments.BackendComment)) \
+                    and dnat.target in ("DNAT", names.REFUSE):
+                counts[meta.backend] += dnat.packets or 0
                 if dnat.target == names.REFUSE:
-                    counts[(REFUSED, meta["backend"])] = 1
+                    counts[(REFUSED, meta.backend)] = 1
     return counts
 
 

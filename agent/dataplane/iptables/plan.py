@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kernsplit.agent.dataplane.iptables import comments, hairpin, names, probability, refuse
-from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule, Ruleset, Table
+from kernsplit.agent.iptables.ruleset import Chain, Rule, Ruleset, Table
 from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.model.resolved import Choice, RefusedShare, SplitPort
 

@@ -28,7 +28,7 @@ packet of a connection that must be refused, and the filter rule looks only at n
 from __future__ import annotations
 
 from kernsplit.agent.dataplane.iptables import comments, names
-from kernsplit.agent.dataplane.iptables.ruleset import Chain, Rule
+from kernsplit.agent.iptables.ruleset import Chain, Rule
 
 MARK = 0x1000
 _MASKED = f"{MARK:#x}/{MARK:#x}"
