@@ -147,3 +147,27 @@ def exec_cmd(prefix: str | None, uid: int | None, pod: str, command: tuple[str, 
     except LabError as exc:
         raise click.UsageError(str(exc)) from None
     os.execvp(full[0], full)
+
+
+@lab.command(name="apiserver")
+@click.option("--port", type=click.IntRange(0, 65535), default=6443, show_default=True,
+              help="TCP port on 127.0.0.1 (0: any free port)")
+@click.option("--kubeconfig", "kubeconfig_path", type=click.Path(dir_okay=False),
+              default="kernsplit-lab.kubeconfig", show_default=True, help="the kubeconfig file to write")
+def apiserver_cmd(port: int, kubeconfig_path: str) -> None:
+    """Run the lab's in-memory Kubernetes API server (on 127.0.0.1) until interrupted."""
+    from kernsplit.agent.lab.apiserver.server import LabApiServer
+    _sigterm_as_interrupt()
+    try:
+        server = LabApiServer(port=port).start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    path = server.write_kubeconfig(os.path.abspath(kubeconfig_path))
+    click.echo(f"lab API server at {server.url} (in memory; Ctrl-C stops it)\nexport KUBECONFIG={path}",
+               nl=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
