@@ -71,6 +71,14 @@ class Reconciler:
                         "seconds": round(time.monotonic() - start, 4)})
         return result
 
+    def preview(self) -> str | None:
+        """What one full sync would write (the dataplane's dry run); None when the config has errors."""
+        config = self.load()
+        if config is None:
+            log.error("config has errors: nothing would be written")
+            return None
+        return self.dataplane.preview(config.split_ports)
+
     def once(self) -> int:
         config = self.load()
         if config is None:

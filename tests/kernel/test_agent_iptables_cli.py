@@ -19,7 +19,7 @@ import pytest
 from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.lab.timescale import scaled
-from test_agent_iptables_dataplane import Topology
+from tests.fixtures import Topology
 
 pytestmark = pytest.mark.kernel
 

@@ -17,7 +17,7 @@ from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 from kernsplit.agent.netns import entered
 from tests.conftest import unique_name
-from tests.fixtures import program_ids
+from tests.fixtures import assert_golden, program_ids, split_port
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
@@ -45,18 +45,6 @@ for _ in range(n):
         s.close()
 print(json.dumps(out))
 """
-
-
-def split_port(cluster_ip, port, backends, name="my-app-split", service="my-app"):
-    """backends: [(name, weight, [(ip, port), ...])]; shares computed like the model does."""
-    live = [(b, w, eps) for b, w, eps in backends if w > 0 and eps]
-    total = sum(w for _, w, _ in live)
-    shares = {b: Fraction(w, total) for b, w, _ in live}
-    endpoints = tuple(sorted(
-        (WeightedEndpoint(b, Endpoint(ip, p), shares[b] / len(eps)) for b, w, eps in live for ip, p in eps),
-        key=lambda e: (e.backend, e.endpoint)))
-    return SplitPort("default", service, name, "TrafficSplit", cluster_ip, port, "http", "TCP", endpoints,
-                     tuple(BackendShare(b, w, shares.get(b, Fraction(0)), bool(eps)) for b, w, eps in backends))
 
 
 @pytest.fixture
@@ -132,9 +120,7 @@ def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):
     lab.listen("10.1.0.2", 9090, "v3")
     dp = make(lab)
     try:
-        r = dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 700, [("10.1.0.1", 8080)]),
-                                                         ("my-app-v2", 300, [("10.1.0.2", 8080)]),
-                                                         ("my-app-v3", 0, [("10.1.0.2", 9090)])])])
+        r = dp.sync([split_port({"my-app-v1": 700, "my-app-v2": 300, "my-app-v3": 0}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)], "my-app-v3": [("10.1.0.2", 9090)]}, ip="10.100.200.30", port=80)])
         assert (r.written, r.removed, r.unchanged) == (1, 0, 0)
         seen = labels(lab.client("10.100.200.30", 80, 400))
         assert set(seen) <= {"v1", "v2"}, seen            # weight 0 never, no errors
@@ -153,7 +139,7 @@ def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):
 def test_getpeername_returns_cluster_ip_and_port(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     dp = make(lab)
-    dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+    dp.sync([split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)])
     dp.close()
     [r] = lab.client("10.100.200.30", 80, 1)
     assert r == {"label": "v1", "peer": ["10.100.200.30", 80]}
@@ -161,7 +147,7 @@ def test_getpeername_returns_cluster_ip_and_port(lab):
 
 def test_refusing_split_fails_connect_with_econnrefused_at_once(lab):
     dp = make(lab)
-    dp.sync([split_port("10.100.200.31", 80, [("my-app-v1", 1, [])])])
+    dp.sync([split_port({"my-app-v1": 1}, {"my-app-v1": []}, ip="10.100.200.31", port=80)])
     dp.close()
     results = lab.client("10.100.200.31", 80, 3)
     assert results == [{"error": 111}] * 3     # ECONNREFUSED, not EPERM nor a timeout
@@ -173,8 +159,7 @@ def test_ipv6_split_through_connect6(lab):
     lab.listen("fd00:5::1", 8080, "v1")
     lab.listen("fd00:5::2", 8080, "v2")
     dp = make(lab)
-    dp.sync([split_port("fd00:100::30", 80, [("my-app-v1", 1, [("fd00:5::1", 8080)]),
-                                               ("my-app-v2", 1, [("fd00:5::2", 8080)])])])
+    dp.sync([split_port({"my-app-v1": 1, "my-app-v2": 1}, {"my-app-v1": [("fd00:5::1", 8080)], "my-app-v2": [("fd00:5::2", 8080)]}, ip="fd00:100::30", port=80)])
     dp.close()
     results = lab.client("fd00:100::30", 80, 60)
     assert labels(results).keys() == {"v1", "v2"}
@@ -184,8 +169,7 @@ def test_ipv6_split_through_connect6(lab):
 def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
-    desired = [split_port("10.100.200.30", 80, [("my-app-v1", 900, [("10.1.0.1", 8080)]),
-                                                  ("my-app-v2", 100, [("10.1.0.2", 8080)])])]
+    desired = [split_port({"my-app-v1": 900, "my-app-v2": 100}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.30", port=80)]
     first = make(lab)
     first.sync(desired)
     ids = program_ids(first)
@@ -197,8 +181,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
     assert (r.written, r.removed, r.unchanged) == (0, 0, 1)
     assert second.compile_seconds is None and second.links_created == 0
     # Rollout: v2 only. Map updates only: same programs, still attached.
-    rollout = [split_port("10.100.200.30", 80, [("my-app-v1", 0, [("10.1.0.1", 8080)]),
-                                                  ("my-app-v2", 1000, [("10.1.0.2", 8080)])])]
+    rollout = [split_port({"my-app-v1": 0, "my-app-v2": 1000}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.30", port=80)]
     assert second.sync(rollout).written == 1
     assert program_ids(second) == ids
     assert labels(lab.client("10.100.200.30", 80, 50)) == {"v2": 50}
@@ -212,7 +195,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
 
 def test_cleanup_leaves_no_program_attachment_or_pin(lab):
     dp = make(lab)
-    dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+    dp.sync([split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)])
     ids = set(program_ids(dp).values())
     assert dp.installed()
     attached = subprocess.run(["bpftool", "-j", "cgroup", "show", str(lab.cgroup)],
@@ -231,8 +214,7 @@ def test_cleanup_leaves_no_program_attachment_or_pin(lab):
 def test_weight_flips_under_a_connect_loop_never_fail_a_connect(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
-    only = lambda w1, w2: [split_port("10.100.200.30", 80, [("my-app-v1", w1, [("10.1.0.1", 8080)]),  # noqa: E731
-                                                              ("my-app-v2", w2, [("10.1.0.2", 8080)])])]
+    only = lambda w1, w2: [split_port({"my-app-v1": w1, "my-app-v2": w2}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.30", port=80)]
     dp = make(lab)
     dp.sync(only(1, 0))
     stop = threading.Event()
@@ -259,7 +241,7 @@ def test_full_resync_repairs_a_hand_deleted_entry(lab):
     from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, encode_key
     from kernsplit.agent.dataplane.ebpf.plan import Addr
     lab.listen("10.1.0.1", 8080, "v1")
-    desired = [split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])]
+    desired = [split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)]
     dp = make(lab)
     dp.sync(desired)
     maps = KernelMaps(dp.pins)                 # someone else deletes our service entry
@@ -269,3 +251,17 @@ def test_full_resync_repairs_a_hand_deleted_entry(lab):
     assert dp.sync(desired, full=True).written == 1
     dp.close()
     assert labels(lab.client("10.100.200.30", 80, 5)) == {"v1": 5}
+
+
+def test_preview_of_an_installed_split_is_the_flip_and_writes_nothing(lab):
+    seed = split_port({"my-app-v1": 900, "my-app-v2": 100}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]})
+    rollout = split_port({"my-app-v1": 0, "my-app-v2": 1000}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]})
+    dp = make(lab)
+    try:
+        dp.sync([seed])
+        assert dp.preview([seed]).splitlines()[1:] == ["# up to date, nothing to write"]
+        assert_golden("dry-run/ebpf-rollout.golden", dp.preview([rollout]))
+        assert [s.backends for s in dp.observe()] == [s.backends for s in make(lab).observe()]
+        assert dp.sync([seed]).unchanged == 1             # the preview changed nothing
+    finally:
+        dp.close()

@@ -138,6 +138,27 @@ class IptablesDataplane:
             written, removed, unchanged = written + w, removed + r, unchanged + u
         return SyncResult(written=written, removed=removed, unchanged=unchanged)
 
+    def preview(self, desired: Sequence[SplitPort]) -> str:
+        """The restore text a full sync would apply per family (without the counter prefixes it
+        adds to carry counters over); reads the kernel, writes nothing."""
+        plans = [port_plan(sp) for sp in desired]
+        out = []
+        for fam in FAMILIES:
+            want = assemble(plans, fam)
+            saved = self._saved(fam)
+            if saved is None:
+                if want.tables:
+                    raise IptablesError(f"cannot read {fam.value} iptables in netns "
+                                        f"{self.netns or '(current)'}, but {fam.value} splits are configured")
+                continue
+            changes = diff(want, owned(names.OWNERSHIP, fam, saved), names.OWNERSHIP.jumps)
+            tool = ipt.binary("restore", self.backend, fam)
+            if changes.empty:
+                out.append(f"# {fam.value}: {tool}: up to date, nothing to write\n")
+            else:
+                out.append(f"# {fam.value}: input for {tool} --noflush --counters\n{render(changes)}")
+        return "".join(out)
+
     def _port_plans(self, desired: Sequence[SplitPort]) -> list[PortPlan]:
         """Per-split-port plans, reused for the same SplitPort or an equal one (comparing is cheap,
         hashing a SplitPort with all its Fractions is not), so the cache is keyed by identity."""
