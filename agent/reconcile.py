@@ -1,115 +1,199 @@
-"""The node agent loop: config in, any Dataplane driven to match it, forever (or once).
+"""The node agent loop: a source's object events in, any Dataplane driven to match them.
 
-Desired state is the last *good* config: a config with errors is reported and ignored, so whatever
-was in force stays in force. Changes to the config trigger a partial sync (the dataplane compares
-with what it last wrote); every `resync_interval` a full sync re-reads the kernel and repairs drift.
-Nothing here knows about iptables or BPF: the dataplane is a `agent.dataplane.base.Dataplane`.
+One design for every source (files, the Kubernetes API): the source runs in its own thread and
+only enqueues events (`source.events.EventQueue`); this loop's single worker drains them into the
+store (`source.store`), re-resolves the root Services they affect (`source.desired`) and hands the
+dataplane the split ports that changed. Events that arrive together make one sync (`source.pacer`).
+Every `resync_interval` a full sync compares the whole kernel state and repairs drift.
+
+An object with errors is reported and its last good version stays in force; the others apply.
+Nothing is programmed before the source has delivered a complete first view (`Sink.ready`).
+Nothing here knows about iptables or BPF: the dataplane is an `agent.dataplane.base.Dataplane`.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from kernsplit.agent.dataplane.base import Dataplane, SyncResult
-from kernsplit.agent.model import Config, SplitPort, load_config
+from kernsplit.agent.model.diagnostics import Diagnostic
 from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
-from kernsplit.agent.watch import Watcher
+from kernsplit.agent.source.contract import ObjectKey, Source
+from kernsplit.agent.source.desired import Delta, DesiredState, PortKey
+from kernsplit.agent.source.events import Delete, Event, EventQueue, Replace, Upsert
+from kernsplit.agent.source.pacer import Pacer, PacerConfig
+from kernsplit.agent.source.store import ObjectStore, ServiceKey
 
 log = logging.getLogger("kernsplit.agent")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+IDLE_WAIT = 0.1          # seconds between checks of `stop` when nothing happens
 
 
 @dataclass(frozen=True)
 class Timing:
     resync_interval: float = 30.0   # seconds between full syncs (drift repair)
-    poll_interval: float = 0.2      # seconds between config checks
     retry_interval: float = 1.0     # after a failed sync, try again this soon (full)
+    pacer: PacerConfig = field(default_factory=PacerConfig)
 
 
-def _fields(d) -> dict:
+def _fields(d: Diagnostic) -> dict:
     """A diagnostic's parts as structured log fields (JSON logs)."""
     return {"file": d.file, "object": d.obj, "field": d.field}
 
 
+_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+
+
 class Reconciler:
-    def __init__(self, dataplane: Dataplane, paths: Sequence[str | os.PathLike],
-                 timing: Timing = Timing(), *, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
+    def __init__(self, dataplane: Dataplane, source: Source, timing: Timing = Timing(), *,
+                 cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
         self.dataplane = dataplane
-        self.paths = [os.fspath(p) for p in paths]
+        self.source = source
         self.timing = timing
-        self.cluster_domain = cluster_domain
+        self.store = ObjectStore(cluster_domain)
+        self.desired = DesiredState()
+        self.queue = EventQueue()
+        self.pacer = Pacer(timing.pacer)
+        self._pending: set[PortKey] = set()          # changed since the last successful sync
+        self._reported: dict[ObjectKey, tuple[Diagnostic, ...]] = {}
+        self._root_reported: dict[ServiceKey, tuple[Diagnostic, ...]] = {}
+        self.last_sync: float | None = None          # monotonic end of the last successful sync
 
-    def load(self) -> Config | None:
-        """The config, or None when it has errors (each one logged: file, object, field)."""
-        config = load_config(self.paths, cluster_domain=self.cluster_domain)
-        for d in config.warnings:
-            log.warning("config: %s", d, extra=_fields(d))
-        for d in config.errors:
-            log.error("config: %s", d, extra=_fields(d))
-        if config.has_errors:
-            return None
-        return config
+    # --- events -> store -> desired ----------------------------------------------------------
 
-    def sync(self, split_ports: Sequence[SplitPort], *, full: bool, reason: str) -> SyncResult | None:
-        """One sync; failures are logged and reported as None (the loop retries)."""
+    def apply(self, events: Iterable[Event]) -> Delta:
+        """Apply a batch of events; returns what the desired state gained or lost."""
+        dirty: set[ServiceKey] = set()
+        touched: set[ObjectKey] = set()
+        for ev in events:
+            if isinstance(ev, Upsert):
+                dirty |= self.store.upsert(ev.scope, ev.obj)
+                touched.add(ObjectKey.of(ev.obj))
+            elif isinstance(ev, Delete):
+                dirty |= self.store.delete(ev.scope, ev.key)
+                touched.add(ev.key)
+            elif isinstance(ev, Replace):
+                before = set(self.store.keys())
+                dirty |= self.store.replace(ev.scope, ev.objects)
+                touched |= {ObjectKey.of(o) for o in ev.objects} | (before - set(self.store.keys()))
+        delta = self.desired.resolve(self.store, dirty)
+        self._pending |= delta.changed
+        self._report(touched, dirty)
+        if delta.sweeping:
+            log.warning("this change removes %d and refuses %d of the %d split ports in force: if a "
+                        "writer is halfway through rewriting the config, it should replace files "
+                        "atomically (write a temporary file, then rename it)", delta.removed, delta.refused,
+                        delta.before, extra={"removed": delta.removed, "refused": delta.refused,
+                                             "before": delta.before})
+        return delta
+
+    def _report(self, touched: set[ObjectKey], roots: set[ServiceKey]) -> None:
+        """Log each object's diagnostics when they change (never the same ones every sync)."""
+        for key in sorted(touched):
+            now = self.store.diagnostics(key)
+            if now != self._reported.get(key, ()):
+                self._emit([d for d in now if d not in self._reported.get(key, ())])
+                if any(d.severity == "error" for d in now) and self.store.entry(key) is not None:
+                    log.error("%s has errors: keeping the last good state in force for it", key)
+                self.source.report(key, now)
+            if now:
+                self._reported[key] = now
+            else:
+                self._reported.pop(key, None)
+        for root in sorted(roots):
+            now = self.desired.diagnostics.get(root, ())
+            old = self._root_reported.pop(root, ())
+            self._emit([d for d in now if d not in old])
+            if now:
+                self._root_reported[root] = now
+
+    @staticmethod
+    def _emit(diagnostics: Iterable[Diagnostic]) -> None:
+        for d in diagnostics:
+            log.log(_LEVELS[d.severity], "config: %s", d, extra=_fields(d))
+
+    # --- syncs --------------------------------------------------------------------------------
+
+    def sync(self, *, full: bool, reason: str, everything: bool = False) -> SyncResult | None:
+        """One sync of the desired state; failures are logged and reported as None (the loop retries).
+        The dataplane is told which split ports changed since the last successful sync, or, with
+        `everything`, to take nothing it holds for granted (the first sync)."""
         start = time.monotonic()
+        pending = frozenset(self._pending)
+        changed = None if everything else pending
         try:
-            result = self.dataplane.sync(split_ports, full=full)
+            result = self.dataplane.sync(self.desired.ports, full=full, changed=changed)
         except Exception as exc:  # the agent must outlive a failed kernel write; it retries
             log.error("sync (%s) failed: %s", reason, exc, extra={"reason": reason})
             return None
+        self._pending -= pending
+        self.last_sync = time.monotonic()
         log.info("sync (%s): %d split ports written, %d removed, %d unchanged", reason,
                  result.written, result.removed, result.unchanged,
                  extra={"reason": reason, "full": full, "written": result.written, "removed": result.removed,
                         "unchanged": result.unchanged, "dataplane": self.dataplane.name,
-                        "seconds": round(time.monotonic() - start, 4)})
+                        "seconds": round(self.last_sync - start, 4)})
         return result
 
     def preview(self) -> str | None:
-        """What one full sync would write (the dataplane's dry run); None when the config has errors."""
-        config = self.load()
-        if config is None:
+        """Read every object, as `once` does, and return what its sync would write (the dataplane's
+        dry run); None when the config has errors."""
+        problems = self.source.load(self.queue)
+        self.apply(self.queue.drain())
+        if problems or self.store.has_errors():
             log.error("config has errors: nothing would be written")
             return None
-        return self.dataplane.preview(config.split_ports)
+        return self.dataplane.preview(self.desired.ports)
 
     def once(self) -> int:
-        config = self.load()
-        if config is None:
+        """Read every object, apply once. Any error: exit 1 and leave the kernel untouched."""
+        problems = self.source.load(self.queue)        # only file-like sources can be read once
+        self.apply(self.queue.drain())
+        if problems or self.store.has_errors():
             log.error("config has errors: nothing changed in the kernel")
             return EXIT_FAILED
-        return EXIT_OK if self.sync(config.split_ports, full=True, reason="once") else EXIT_FAILED
+        return EXIT_OK if self.sync(full=True, reason="once", everything=True) else EXIT_FAILED
 
     def run(self, stop: threading.Event) -> int:
         """Until `stop` is set. Returns the exit code (0: stopped on request)."""
-        watcher = Watcher(self.paths)          # before the first load: no change can slip between
-        desired: tuple[SplitPort, ...] | None = None
-        config = self.load()
-        if config is None:
-            log.error("config has errors: nothing applied, waiting for a corrected config")
-        else:
-            desired = config.split_ports
-        next_full = time.monotonic()           # first sync is full: adopt what the kernel holds
-        reason = "start"
-        while True:
-            if watcher.poll():
-                config = self.load()
-                if config is None:
-                    log.error("config has errors: keeping the last good state in force")
-                else:
-                    desired = config.split_ports
-                    if self.sync(desired, full=False, reason="config changed") is None:
-                        next_full = time.monotonic() + self.timing.retry_interval
-            if desired is not None and time.monotonic() >= next_full:
-                ok = self.sync(desired, full=True, reason=reason) is not None
-                reason = "resync"
-                next_full = time.monotonic() + (self.timing.resync_interval if ok else self.timing.retry_interval)
-            if stop.wait(self.timing.poll_interval):
-                log.info("stopping; kernel state left in place")
-                return EXIT_OK
+        thread = threading.Thread(target=self.source.run, args=(self.queue, stop), name=f"source-{self.source.name}",
+                                  daemon=True)
+        thread.start()
+        next_full: float | None = None                 # None: the first (full) sync is not done yet
+        while not stop.is_set():
+            if self.queue.wait(self._wait(next_full)):
+                self.pacer.event(time.monotonic())
+            if not self.queue.is_ready:
+                continue                                # a partial view is never programmed
+            now = time.monotonic()
+            if next_full is None or now >= next_full:
+                next_full = self._full(now, "start" if next_full is None else "resync")
+            elif self.pacer.pending and now >= (self.pacer.due() or now):
+                self.pacer.started(now)
+                self.apply(self.queue.drain())
+                if self._pending and self.sync(full=False, reason="config changed") is None:
+                    next_full = now + self.timing.retry_interval
+        log.info("stopping; kernel state left in place")
+        return EXIT_OK
+
+    def _full(self, now: float, reason: str) -> float:
+        """A full sync of everything received so far; returns when the next one is due."""
+        self.pacer.started(now)
+        self.apply(self.queue.drain())
+        ok = self.sync(full=True, reason=reason, everything=self.last_sync is None) is not None
+        return time.monotonic() + (self.timing.resync_interval if ok else self.timing.retry_interval)
+
+    def _wait(self, next_full: float | None) -> float:
+        now = time.monotonic()
+        until = [now + IDLE_WAIT]
+        if next_full is not None:
+            until.append(next_full)
+        due = self.pacer.due()
+        if due is not None:
+            until.append(due)
+        return min(until) - now

@@ -25,6 +25,13 @@ def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: 
             if v is not None}
 
 
+def source_options(name: str, config_paths: tuple[str, ...], file_settle: float) -> dict:
+    """Constructor keywords for `agent.source.make_source`."""
+    if name == "files":
+        return {"paths": list(config_paths), "settle": file_settle}
+    return {}
+
+
 def check_privileges(dataplane: str, iptables_mode: str, netns: str | None) -> None:
     """Fail at start, naming the capability, rather than deep inside iptables or BCC."""
     role = f"kernsplit agent --dataplane {dataplane}"
@@ -55,8 +62,14 @@ def _preview(reconciler, dataplane: str) -> int:
 
 
 @click.command()
+@click.option("--source", type=click.Choice(["files", "kubernetes"]), default=None,
+              help="Where objects come from: manifest files (--config; the default when --config is "
+                   "given) or the Kubernetes API.")
 @click.option("--config", "config_paths", multiple=True, type=click.Path(exists=True),
-              help="Manifest file or directory (repeatable). Required unless --cleanup.")
+              help="Manifest file or directory (repeatable). Required with --source files.")
+@click.option("--file-settle", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="files: apply a change once the files have not changed for this many seconds "
+                   "(a file being written is never read half-way).")
 @click.option("--dataplane", type=click.Choice(["iptables", "ebpf"]), default="iptables", show_default=True)
 @click.option("--once", is_flag=True, help="Apply once and exit (0 ok, 1 config errors: kernel untouched).")
 @click.option("--dry-run", is_flag=True,
@@ -79,12 +92,15 @@ def _preview(reconciler, dataplane: str) -> int:
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
 @cluster_domain_option
-def agent(config_paths, dataplane, once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval,
-          log_format, log_level, cleanup, iptables_mode, cluster_domain):
+def agent(source, config_paths, file_settle, dataplane, once, dry_run, netns, cgroup, bpffs, split_uids,
+          interception, resync_interval, log_format, log_level, cleanup, iptables_mode, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
-    if not cleanup and not config_paths:
-        raise click.UsageError("--config PATH is required (unless --cleanup)")
+    source = source or "files"
+    if not cleanup and source == "files" and not config_paths:
+        raise click.UsageError("--config PATH is required with --source files (unless --cleanup)")
+    if config_paths and source != "files":
+        raise click.UsageError(f"--config is for --source files, not --source {source}")
     if netns and dataplane == "ebpf":
         log.debug("--netns is not used by the ebpf dataplane (it attaches to --cgroup)")
     if interception and dataplane != "ebpf":
@@ -98,7 +114,15 @@ def agent(config_paths, dataplane, once, dry_run, netns, cgroup, bpffs, split_ui
     # Imported here: the reconcile loop pulls in the model and (for ebpf) BCC only when needed.
     from kernsplit.agent.dataplane import make_dataplane
     from kernsplit.agent.reconcile import Reconciler, Timing
+    from kernsplit.agent.source import SourceUnavailable, make_source
 
+    try:
+        src = None if cleanup else make_source(source, **source_options(source, config_paths, file_settle))
+    except SourceUnavailable as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    if once and not hasattr(src, "load"):
+        raise click.UsageError(f"--once reads files: it does not work with --source {source}")
     try:
         check_privileges(dataplane, iptables_mode, netns)
     except caps.NotPermitted as exc:
@@ -114,12 +138,13 @@ def agent(config_paths, dataplane, once, dry_run, netns, cgroup, bpffs, split_ui
     except (OSError, RuntimeError, ValueError) as exc:
         log.error("%s dataplane: %s", dataplane, exc)
         sys.exit(1)
-    reconciler = Reconciler(dp, config_paths, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain)
+    reconciler = Reconciler(dp, src, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain)
     if dry_run:
         sys.exit(_preview(reconciler, dataplane))
     if once:
         sys.exit(reconciler.once())
     stop = _stop_on_signals()
-    log.info("agent running: dataplane %s, watching %s", dataplane, ", ".join(config_paths),
-             extra={"dataplane": dataplane, "resync_interval": resync_interval})
+    log.info("agent running: dataplane %s, source %s%s", dataplane, source,
+             f", watching {', '.join(config_paths)}" if config_paths else "",
+             extra={"dataplane": dataplane, "source": source, "resync_interval": resync_interval})
     sys.exit(reconciler.run(stop))

@@ -174,9 +174,16 @@ def _watch(found: list, service: str | None, interval: float, window_seconds: fl
               help="--watch: seconds of history the recent share covers.")
 @click.option("--count", type=click.IntRange(min=0), default=0,
               help="--watch: stop after this many refreshes (0: until interrupted).")
-def show(service, dataplane, netns, bpffs, output, watch, interval, window_seconds, count):
+@click.option("--pods", is_flag=True,
+              help="List the pods registered for eBPF interception (proxy-init --mode ebpf), with their "
+                   "settings and intercepted-connection counters, instead of the splits.")
+def show(service, dataplane, netns, bpffs, output, watch, interval, window_seconds, count, pods):
     """Show each split found in the kernel (optionally only SERVICE: name or ns/name), with the
     connections the kernel counted per backend since the rules were installed."""
+    if pods:
+        from kernsplit.agent.commands.show_pods import show_pods
+        show_pods(bpffs, output)
+        return
     found = _dataplanes(dataplane, netns, bpffs)
     if watch and found:
         if output == "json":

@@ -1,12 +1,26 @@
 """The interface every dataplane implements, and what `show` reads back from the kernel."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
 
 from kernsplit.agent.model.resolved import SplitPort
+
+
+PortKey = tuple[str, int, str]          # SplitPort.key: (cluster ip, port, protocol)
+# The desired split ports: by key (what the reconciler keeps), or a sequence (first of a key wins).
+Desired = Mapping[PortKey, SplitPort] | Sequence[SplitPort]
+
+
+def by_key(desired: Desired) -> Mapping[PortKey, SplitPort]:
+    if isinstance(desired, Mapping):
+        return desired
+    found: dict[PortKey, SplitPort] = {}
+    for sp in desired:
+        found.setdefault(sp.key, sp)
+    return found
 
 
 @dataclass(frozen=True)
@@ -42,16 +56,21 @@ class ObservedSplit:
 class Dataplane(Protocol):
     name: str
 
-    def sync(self, desired: Sequence[SplitPort], *, full: bool = False) -> SyncResult:
+    def sync(self, desired: Desired, *, full: bool = False, changed: frozenset[PortKey] | None = None) -> SyncResult:
         """Make the kernel match `desired` exactly (for objects we own), atomically per split.
 
-        Idempotent: when the kernel already matches, writes nothing. `full=True` re-reads the
-        whole kernel state (periodic resync: repairs drift); otherwise the dataplane may compare
-        against what it last wrote. Objects of ours that are not desired are removed.
+        Idempotent: when the kernel already matches, writes nothing. Objects of ours that are not
+        desired are removed.
+        `changed`: the keys of the split ports whose desired state may differ from the previous
+        sync's `desired` (added, modified or removed); the others are taken as they were, and are
+        neither re-planned nor compared. None: anything may have changed.
+        `full=True` compares with the whole kernel state, read back (periodic resync: repairs
+        drift); otherwise, after a successful sync, the dataplane compares with what it wrote,
+        and with `changed` it writes only those split ports' kernel objects.
         """
         ...
 
-    def preview(self, desired: Sequence[SplitPort]) -> str:
+    def preview(self, desired: Desired) -> str:
         """What `sync(desired, full=True)` would write, as text, in the order it would be applied;
         reads the kernel, changes nothing (`kernsplit agent --once --dry-run`)."""
         ...

@@ -39,12 +39,16 @@ def _round(lab: Lab, echo: Echo, weights, connections: int, title: str) -> None:
     echo(f"\n   $ kernsplit show --netns {lab.node}{bpffs}")
     shown = lab.show()
     echo("\n".join("   " + line for line in (shown.stdout or shown.stderr).splitlines()))
+    if lab.interception == "ebpf":
+        echo(f"\n   $ kernsplit show --pods{bpffs}")
+        shown = lab.show("--pods")
+        echo("\n".join("   " + line for line in (shown.stdout or shown.stderr).splitlines()))
 
 
-def run_demo(dataplane: str, connections: int, keep: bool, echo: Echo) -> None:
-    lab = open_lab(new_prefix(), dataplane)
-    echo(f"== building lab {lab.prefix} (dataplane {dataplane}): node, 3 x my-app-v1, "
-         "3 x my-app-v2, client pod with proxy-init + proxy, agent")
+def run_demo(dataplane: str, connections: int, keep: bool, echo: Echo, interception: str = "iptables") -> None:
+    lab = open_lab(new_prefix(), dataplane, interception)
+    echo(f"== building lab {lab.prefix} (dataplane {dataplane}, interception {interception}): node, "
+         "3 x my-app-v1, 3 x my-app-v2, client pod with proxy-init + proxy, agent")
     try:
         lab.up()
         echo(f"   manifests in {lab.manifests}, agent log {lab.agent_log}")

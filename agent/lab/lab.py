@@ -24,6 +24,7 @@ from kernsplit.agent.lab.timescale import scaled
 
 BPFFS_ROOT = mounts.BPFFS
 DATAPLANES = ("iptables", "ebpf")
+INTERCEPTIONS = ("iptables", "ebpf")
 READY_TIMEOUT = 15.0
 
 
@@ -46,6 +47,7 @@ def program(name: str) -> str:
 class Lab:
     plan: LabPlan
     dataplane: str = "iptables"
+    interception: str = "iptables"     # how the client pod's traffic reaches its proxy
     cgroup: Path = field(init=False)
     bpffs: Path | None = field(init=False)
     pids: dict[str, int] = field(default_factory=dict)
@@ -53,6 +55,11 @@ class Lab:
     def __post_init__(self) -> None:
         if self.dataplane not in DATAPLANES:
             raise LabError(f"unknown dataplane {self.dataplane!r}: choose {' or '.join(DATAPLANES)}")
+        if self.interception not in INTERCEPTIONS:
+            raise LabError(f"unknown interception {self.interception!r}: choose {' or '.join(INTERCEPTIONS)}")
+        if self.interception == "ebpf" and self.dataplane != "ebpf":
+            raise LabError("interception ebpf needs dataplane ebpf: the node agent loads the interception "
+                           "programs with its eBPF split programs")
         self.cgroup = cgroups.lab_cgroup(self.prefix)
         self.bpffs = BPFFS_ROOT / self.prefix if self.dataplane == "ebpf" else None
 
@@ -100,9 +107,14 @@ class Lab:
             if split is not None:
                 self.write_manifest(SPLIT_FILE, split)
             self._start_pods()
-            self._apply_proxy_init()
+            if self.interception == "iptables":
+                self._apply_proxy_init()
             self._wait_listening()
             self.start_agent()
+            if self.interception == "ebpf":
+                # the pod registers with the node's programs: they must be loaded first
+                self._wait_interception_loaded()
+                self._apply_proxy_init()
         except BaseException:
             down(self.prefix)
             raise
@@ -135,6 +147,8 @@ class Lab:
 
     def _apply_proxy_init(self) -> None:
         cmd = [program("proxy-init"), "--netns", self.plan.client.netns]
+        if self.interception == "ebpf":
+            cmd += ["--mode", "ebpf", "--bpffs", str(self.bpffs)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         (self.logs / "proxy-init.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -156,6 +170,17 @@ class Lab:
                 raise LabError(f"not listening after {ready_timeout}s: {', '.join(waiting)}")
             time.sleep(0.02)
 
+    def _wait_interception_loaded(self) -> None:
+        """Until the agent has pinned the pod map and attached the interception programs."""
+        ready = [self.bpffs / "maps" / "ks_pods", self.bpffs / "links" / "ks_ic_connect4"]
+        deadline = time.monotonic() + scaled(READY_TIMEOUT)
+        while not all(p.exists() for p in ready):
+            if not procs.alive(self.pids["agent"]):
+                raise LabError(f"kernsplit agent exited at start; see {self.agent_log}")
+            if time.monotonic() > deadline:
+                raise LabError(f"the agent did not load the interception programs; see {self.agent_log}")
+            time.sleep(0.02)
+
     # -- the agent ----------------------------------------------------------------------------
     def agent_argv(self, *extra: str) -> list[str]:
         argv = [program("kernsplit"), "agent", "--config", str(self.manifests),
@@ -164,6 +189,8 @@ class Lab:
             # split after the proxy, as on the node with iptables: the proxy sees the ClusterIP
             argv += ["--cgroup", str(self.pods_cgroup), "--bpffs", str(self.bpffs),
                      "--split-uid", str(PROXY_UID)]
+        if self.interception == "ebpf":
+            argv.append("--interception")
         return [*argv, *extra]
 
     def start_agent(self, *extra: str) -> int:
@@ -214,8 +241,8 @@ class Lab:
         return subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=scaled(30))
 
 
-def open_lab(prefix: str, dataplane: str = "iptables", **plan_args) -> Lab:
-    return Lab(plan_lab(prefix, **plan_args), dataplane)
+def open_lab(prefix: str, dataplane: str = "iptables", interception: str = "iptables", **plan_args) -> Lab:
+    return Lab(plan_lab(prefix, **plan_args), dataplane, interception)
 
 
 def down(prefix: str) -> list[str]:

@@ -77,7 +77,7 @@ def load_config(paths: Sequence[str | os.PathLike], *, cluster_domain: str = DEF
     splits: list[Split] = []
     seen: dict[tuple[str, ...], str] = {}
     for doc in documents:
-        parsed = _parse(doc, sink, cluster_domain)
+        parsed = parse_document(doc, sink, cluster_domain)
         if parsed is None or not _first_definition(doc, seen, sink):
             continue
         target = {Service: services, EndpointGroup: groups}.get(type(parsed))
@@ -105,7 +105,9 @@ _PARSERS: dict[str, Callable[[Document, DiagnosticSink, str], Any]] = {
 _CORE_VERSIONS = {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1"}
 
 
-def _parse(doc: Document, sink: DiagnosticSink, cluster_domain: str) -> Any:
+def parse_document(doc: Document, sink: DiagnosticSink, cluster_domain: str) -> Any:
+    """One object: a Service, an EndpointGroup, a list of Splits, or None (unknown kind, other
+    version, or errors, which are in `sink`)."""
     parser = _PARSERS.get(doc.kind)
     if parser is None:
         return None     # unknown kinds are ignored: a whole `kubectl get -o yaml` dump is fine

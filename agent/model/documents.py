@@ -102,11 +102,11 @@ def _walk(top: str) -> Iterator[str]:
 def read_documents(paths: Sequence[str | os.PathLike], sink: DiagnosticSink) -> list[Document]:
     documents: list[Document] = []
     for file in manifest_files(paths, sink):
-        documents.extend(_read_file(file, sink))
+        documents.extend(read_file(file, sink))
     return documents
 
 
-def _read_file(file: str, sink: DiagnosticSink) -> list[Document]:
+def read_file(file: str, sink: DiagnosticSink) -> list[Document]:
     try:
         with open(file, encoding="utf-8") as handle:
             text = handle.read()

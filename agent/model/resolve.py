@@ -94,9 +94,13 @@ def _endpoint_port(address: ReadyAddress, port: ServicePort) -> int | None:
     return None
 
 
-def resolve(splits: Iterable[Split], inventory: Inventory, sink: DiagnosticSink) -> tuple[SplitPort, ...]:
+def resolve(splits: Iterable[Split], inventory: Inventory, sink: DiagnosticSink,
+            roots: Mapping[Key, Split] | None = None) -> tuple[SplitPort, ...]:
+    """`roots`: a split of every root Service, when `splits` are only some of them (the agent
+    re-resolves one root at a time); it only names nested splits in an info diagnostic."""
     splits = list(splits)
-    roots = {s.root: s for s in splits}
+    if roots is None:
+        roots = {s.root: s for s in splits}
     claimed: dict[tuple[str, str, int], Split] = {}
     result: list[SplitPort] = []
     for split in sorted(splits, key=Split.age_key):

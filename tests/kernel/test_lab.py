@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kernsplit.agent.lab import cgroups, procs, state
+from kernsplit.agent.lab import cgroups, procs, state, topology
 from kernsplit.agent.lab.lab import BPFFS_ROOT, down
 from kernsplit.agent.lab.plan import new_prefix
 from kernsplit.agent.lab.timescale import scaled
@@ -130,3 +130,26 @@ def test_interrupted_demo_still_tears_down(root_required):
         assert _traces(prefix) == []
     finally:
         down(prefix)
+
+
+@pytest.mark.kernel
+@pytest.mark.bpf
+def test_demo_with_ebpf_interception_writes_no_iptables_rule_in_any_pod(root_required):
+    result = _run("demo", "--interception", "ebpf", "--connections", "300", "--keep")
+    prefix = result.stdout.split("building lab ")[1].split()[0] if "building lab " in result.stdout else None
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        rollout = result.stdout.split("rollout 0/100")[1]
+        assert "v2                300    100.0%" in rollout
+        assert "OUTBOUND" in rollout and " 600 " in rollout.split("show --pods")[1]   # 2 x 300 intercepted
+        pods = [n for n in topology.lab_netns(prefix) if not n.endswith("-node")]
+        assert len(pods) == 7                                  # 6 backends and the client
+        for netns in pods:
+            for tool in ("iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save", "ip6tables-nft-save"):
+                saved = subprocess.run(["nsenter", f"--net=/var/run/netns/{netns}", tool], capture_output=True,
+                                       text=True, check=True).stdout
+                assert saved == "", f"{tool} in {netns}:\n{saved}"
+    finally:
+        if prefix:
+            assert down(prefix) == []
+    assert _traces(prefix) == []

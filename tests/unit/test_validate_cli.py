@@ -136,11 +136,17 @@ def test_cluster_domain_option_completes_dns_names(tmp_path):
 
 def test_the_agent_takes_cluster_domain_too(tmp_path):
     from kernsplit.agent.reconcile import Reconciler
+    from kernsplit.agent.source.files import FileSource
     ts = ("apiVersion: v1\nkind: Service\nmetadata: {name: my-app}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n"
           "---\napiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\nmetadata: {name: s}\n"
           "spec: {service: my-app.default.svc.example.org, backends: [{service: my-app, weight: 1}]}\n")
     (tmp_path / "s.yaml").write_text(ts)
-    assert Reconciler(None, [tmp_path], cluster_domain="example.org").load().split_ports
-    assert Reconciler(None, [tmp_path]).load() is None
+    def loaded(**options) -> Reconciler:
+        r = Reconciler(None, FileSource([tmp_path]), **options)
+        r.source.load(r.queue)
+        r.apply(r.queue.drain())
+        return r
+    assert loaded(cluster_domain="example.org").desired.ports
+    assert loaded().store.has_errors()
     help_text = CliRunner().invoke(main, ["agent", "--help"]).output
     assert "--cluster-domain" in help_text

@@ -15,7 +15,7 @@ and metadata.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -170,6 +170,12 @@ def address(split: SplitPort) -> Addr:
     return Addr(ip.version, ip.compressed, split.port)
 
 
+def address_of_key(key: tuple[str, int, str]) -> Addr:
+    """The address of a SplitPort.key (its ip is canonical text already)."""
+    ip, port, _protocol = key
+    return Addr(6 if ":" in ip else 4, ip, port)
+
+
 def image(split: SplitPort) -> SplitImage:
     """Raises SplitTooLarge (message: owner, field, limit) when the split does not fit the maps."""
     who = owner(split)
@@ -228,18 +234,21 @@ def _backend_index(names: list[str], backend: str, owner: str) -> int:
 # --- planning -------------------------------------------------------------------------------
 
 def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed],
-         keep: Iterable[Addr] = ()) -> Plan:
+         keep: Iterable[Addr] = (), only: Collection[Addr] | None = None) -> Plan:
     """`keep`: addresses left exactly as installed (rejected splits keep their last good state);
-    they are neither written nor removed nor counted."""
+    they are neither written nor removed nor counted.
+    `only`: plan these addresses alone (the split ports that changed; `desired` holds their
+    images, an address without one is removed); every other installed split stays as it is."""
     wanted = {img.key: img for img in desired}
     ops: list[Op] = []
-    result: dict[Addr, Installed] = {}
     written = removed = unchanged = 0
+    scope = installed if only is None else {k: installed[k] for k in only if k in installed}
+    result: dict[Addr, Installed] = {} if only is None else {k: v for k, v in installed.items() if k not in scope}
 
-    kept = {key for key in keep if key in installed and key not in wanted}
+    kept = {key for key in keep if key in scope and key not in wanted}
     for key in kept:
         result[key] = installed[key]
-    for key in sorted(set(installed) - set(wanted) - kept):
+    for key in sorted(set(scope) - set(wanted) - kept):
         ops += _remove_ops(installed[key])
         removed += 1
 

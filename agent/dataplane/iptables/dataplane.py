@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 
-from kernsplit.agent.dataplane.base import ObservedSplit, SyncResult
-from kernsplit.agent.dataplane.iptables import carry, comments, names
+from kernsplit.agent.dataplane.base import Desired, ObservedSplit, PortKey, SyncResult, by_key
+from kernsplit.agent.dataplane.iptables import carry, comments, names, partial
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
 from kernsplit.agent.iptables import exec as ipt
@@ -65,12 +65,12 @@ class IptablesDataplane:
         self.netns = netns
         self.mode = mode
         self._backend: IptablesBackend | None = None if mode == "auto" else IptablesBackend(mode)
-        # What the kernel holds after our last successful sync, per family: lets a sync that is
-        # not `full` skip reading the kernel. Dropped whenever a write fails.
-        self._known: dict[Family, Ruleset] = {}
-        # split port key -> (the SplitPort, its plan): a sync re-plans only split ports that are
-        # new or changed (planning is ~60 µs per split port: 0.6 s at 10,000).
-        self._plan_cache: dict[tuple, tuple[SplitPort, PortPlan]] = {}
+        # The plan of every split port of the last sync, by key. Derived from the desired state
+        # alone; a sync re-plans only the split ports the caller says changed.
+        self._plans: dict[PortKey, PortPlan] = {}
+        # The kernel holds exactly what `_plans` renders (the last write succeeded): a partial
+        # sync may then compare against the plans instead of reading the kernel.
+        self._trusted = False
 
     # -- backend -------------------------------------------------------------------------------
 
@@ -113,18 +113,28 @@ class IptablesDataplane:
 
     # -- Dataplane protocol --------------------------------------------------------------------
 
-    def sync(self, desired: Sequence[SplitPort], *, full: bool = False) -> SyncResult:
+    def sync(self, desired: Desired, *, full: bool = False, changed: frozenset[PortKey] | None = None) -> SyncResult:
         """Make this namespace's tables match `desired`; see `base.Dataplane.sync`.
 
         Rewritten chains keep the packet counters of the rules that stay (same backend and
         endpoint); rules that disappear (endpoint removed, weight 0) take theirs with them.
         """
+        desired = by_key(desired)
+        trusted, old = self._trusted, self._plans
+        plans = self._replan(desired, changed)
+        partial = not full and trusted and changed is not None
+        self._trusted = False                  # until every family is written
         written = removed = unchanged = 0
-        plans = self._port_plans(desired)
         for fam in FAMILIES:
-            want = assemble(plans, fam)
-            have, saved = (None, None) if full else (self._known.get(fam), None)
-            if have is None:
+            if partial:
+                w, r = self._sync_partial(fam, old, plans, changed)
+                written, removed = written + w, removed + r
+                continue
+            want = assemble(plans.values(), fam)
+            saved = None
+            if not full and trusted:
+                have = assemble(old.values(), fam)    # what the last sync wrote
+            else:
                 saved = self._saved(fam)
                 have = None if saved is None else owned(names.OWNERSHIP, fam, saved)
             if have is None:
@@ -136,12 +146,15 @@ class IptablesDataplane:
             self._report_buried(fam, have)
             w, r, u = self._count(want, have, changes)
             written, removed, unchanged = written + w, removed + r, unchanged + u
+        self._trusted = True
+        if partial:
+            unchanged = len(plans) - written
         return SyncResult(written=written, removed=removed, unchanged=unchanged)
 
-    def preview(self, desired: Sequence[SplitPort]) -> str:
+    def preview(self, desired: Desired) -> str:
         """The restore text a full sync would apply per family (without the counter prefixes it
         adds to carry counters over); reads the kernel, writes nothing."""
-        plans = [port_plan(sp) for sp in desired]
+        plans = [port_plan(sp) for sp in by_key(desired).values()]
         out = []
         for fam in FAMILIES:
             want = assemble(plans, fam)
@@ -159,19 +172,41 @@ class IptablesDataplane:
                 out.append(f"# {fam.value}: input for {tool} --noflush --counters\n{render(changes)}")
         return "".join(out)
 
-    def _port_plans(self, desired: Sequence[SplitPort]) -> list[PortPlan]:
-        """Per-split-port plans, reused for the same SplitPort or an equal one (comparing is cheap,
-        hashing a SplitPort with all its Fractions is not), so the cache is keyed by identity."""
-        cache, fresh = self._plan_cache, {}
-        out = []
-        for sp in desired:
-            hit = cache.get(sp.key)
-            if hit is None or not (hit[0] is sp or hit[0] == sp):
-                hit = (sp, port_plan(sp))
-            fresh.setdefault(sp.key, hit)
-            out.append(hit[1])
-        self._plan_cache = fresh
-        return out
+    def _replan(self, desired: Mapping[PortKey, SplitPort], changed: frozenset[PortKey] | None) -> dict[PortKey, PortPlan]:
+        """Plans for `desired`: the previous ones, except for the changed split ports."""
+        if changed is not None:
+            plans = dict(self._plans)
+            for key in changed:
+                sp = desired.get(key)
+                if sp is None:
+                    plans.pop(key, None)
+                else:
+                    plans[key] = port_plan(sp)
+            if len(plans) == len(desired):     # else the caller's `changed` missed something
+                self._plans = plans
+                return plans
+        self._plans = {key: port_plan(sp) for key, sp in desired.items()}
+        return self._plans
+
+    def _sync_partial(self, fam: Family, old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan],
+                      changed: frozenset[PortKey]) -> tuple[int, int]:
+        """Write what the changed split ports need; returns (written, removed)."""
+        found = partial.pair(old, new, changed, fam)
+        if found is None:
+            return 0, 0
+        want, have = found
+        changes = diff(want, have, names.OWNERSHIP.jumps)
+        if not changes.empty:
+            try:
+                self._write(fam, changes, have, None)
+            except IptablesError as exc:
+                # Our picture of the kernel was wrong (someone changed it): compare with the kernel.
+                log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
+                saved = self._saved(fam) or {}
+                self._apply(fam, assemble(new.values(), fam), owned(names.OWNERSHIP, fam, saved), saved)
+        mine = [k for k in changed if (new.get(k) or old.get(k)).family is fam]
+        written = sum(1 for k in mine if k in new and (k not in old or old[k] != new[k]))
+        return written, sum(1 for k in mine if k in old and k not in new)
 
     def _report_buried(self, fam: Family, have: Ruleset) -> None:
         for table in have.tables:
@@ -209,20 +244,17 @@ class IptablesDataplane:
     def _apply(self, fam: Family, want: Ruleset, have: Ruleset, saved: dict[str, SavedTable] | None) -> Changes:
         changes = diff(want, have, names.OWNERSHIP.jumps)
         if changes.empty:
-            self._known[fam] = want
             return changes
         try:
             self._write(fam, changes, have, saved)
         except IptablesError as exc:
             # Our picture of the kernel was wrong (someone changed it): re-read, retry once.
-            self._known.pop(fam, None)
             log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
             saved = self._saved(fam) or {}
             have = owned(names.OWNERSHIP, fam, saved)
             changes = diff(want, have, names.OWNERSHIP.jumps)
             if not changes.empty:
                 self._write(fam, changes, have, saved)
-        self._known[fam] = want
         return changes
 
     @staticmethod
@@ -250,7 +282,7 @@ class IptablesDataplane:
                 changes = diff(Ruleset(fam, ()), have, names.OWNERSHIP.jumps)
                 ipt.restore(self.netns, backend, fam, render(changes))
                 log.info("removed kernsplit chains (%s, %s)", backend.value, fam.value)
-        self._known.clear()
+        self._plans, self._trusted = {}, False
 
     def installed(self) -> bool:
         return any(self._ours_with(b) for b in self._backends_to_scan())

@@ -1,0 +1,231 @@
+"""The agent's in-memory object store: raw objects in, parsed objects and indexes kept current.
+
+Single-threaded: only the reconciler's worker calls it (sources reach it through `events.EventQueue`).
+Each change returns the root Services it affects, found through the indexes, so the resolver
+re-resolves those roots only:
+
+    Service S, or an EndpointSlice/Endpoints of S  ->  S if some split has S as root,
+                                                        and every root whose splits use S as a backend
+    TrafficSplit / route R                          ->  the roots of R's old and new versions
+
+An object with errors keeps its last good version in force (or none, if it never had one); its
+diagnostics are kept beside it. The same object from two scopes (two files) is an error: the
+first scope keeps it.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kernsplit.agent.model.config import parse_document
+from kernsplit.agent.model.diagnostics import Diagnostic, DiagnosticSink
+from kernsplit.agent.model.documents import Document
+from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
+from kernsplit.agent.model.resolve import Inventory
+from kernsplit.agent.model.services import EndpointGroup, Service
+from kernsplit.agent.model.splits import Split
+from kernsplit.agent.source.contract import ObjectKey, RawObject
+
+ServiceKey = tuple[str, str]     # (namespace, name)
+Parsed = Service | EndpointGroup | tuple[Split, ...] | None
+
+# Scopes of the Kubernetes source name resources, not files: their diagnostics name no file.
+KUBERNETES_SCOPE = "kubernetes:"
+
+
+def origin(scope: str) -> str:
+    """What a diagnostic names as its file: the file path, or "-" for an API object."""
+    return "-" if scope.startswith(KUBERNETES_SCOPE) else scope
+
+
+@dataclass(frozen=True)
+class Entry:
+    scope: str
+    raw: RawObject                  # the latest version delivered
+    parsed: Parsed                  # the last good version in force (None: nothing)
+    diagnostics: tuple[Diagnostic, ...]   # of the latest version
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+
+def _referenced(splits: Iterable[Split]) -> Iterator[tuple[ServiceKey, ServiceKey]]:
+    """(backend service, root) for every backend of the splits."""
+    for s in splits:
+        for b in s.backends:
+            yield (s.namespace, b.service), s.root
+
+
+class ObjectStore:
+    def __init__(self, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
+        self.cluster_domain = cluster_domain
+        self._entries: dict[ObjectKey, Entry] = {}
+        self._scopes: dict[str, set[ObjectKey]] = defaultdict(set)
+        self._duplicates: dict[ObjectKey, tuple[str, Diagnostic]] = {}   # key -> (its other scope, error)
+        self.services: dict[ServiceKey, Service] = {}
+        self._groups: dict[ServiceKey, dict[ObjectKey, EndpointGroup]] = defaultdict(dict)
+        self.endpoints: dict[ServiceKey, tuple[EndpointGroup, ...]] = {}
+        self.splits: dict[ObjectKey, tuple[Split, ...]] = {}
+        self.splits_by_root: dict[ServiceKey, set[ObjectKey]] = defaultdict(set)
+        self.roots_by_backend: dict[ServiceKey, Counter[ServiceKey]] = defaultdict(Counter)
+        self.inventory = Inventory(self.services, self.endpoints)    # live views, never copied
+
+    # --- the three changes a source makes -------------------------------------------------------
+
+    def upsert(self, scope: str, raw: RawObject) -> set[ServiceKey]:
+        """An object added or modified; returns the roots to re-resolve."""
+        if not isinstance(raw, Mapping):
+            return set()
+        key = ObjectKey.of(raw)
+        owner = next((e.scope for e in [self._entries.get(key)] if e is not None), None)
+        if owner is not None and owner != scope:
+            self._duplicates[key] = (scope, Diagnostic("error", origin(scope), f"{raw.get('kind')} {key.namespace}/"
+                                                       f"{key.name}", "metadata.name",
+                                                       f"is defined twice (first in {owner})"))
+            return set()
+        old = self._entries.get(key)
+        if old is not None and old.raw == raw:
+            return set()
+        sink = DiagnosticSink()
+        parsed = parse_document(Document(origin(scope), 1, raw), sink, self.cluster_domain)
+        diagnostics = sink.freeze()
+        if isinstance(parsed, list):
+            parsed = tuple(parsed)
+        if any(d.severity == "error" for d in diagnostics):
+            parsed = old.parsed if old is not None else None      # the last good version stays
+        self._entries[key] = Entry(scope, raw, parsed, diagnostics)
+        self._scopes[scope].add(key)
+        if old is not None and old.parsed is parsed:
+            return set()
+        return self._unindex(key, old.parsed if old else None) | self._index(key, parsed)
+
+    def delete(self, scope: str, key: ObjectKey) -> set[ServiceKey]:
+        if self._duplicates.get(key, ("",))[0] == scope:
+            del self._duplicates[key]
+        entry = self._entries.get(key)
+        if entry is None or entry.scope != scope:
+            return set()
+        del self._entries[key]
+        self._scopes[scope].discard(key)
+        return self._unindex(key, entry.parsed)
+
+    def replace(self, scope: str, objects: Iterable[RawObject]) -> set[ServiceKey]:
+        objects = [o for o in objects if isinstance(o, Mapping)]
+        keep = {ObjectKey.of(o) for o in objects}
+        dirty: set[ServiceKey] = set()
+        for key in sorted(self._scopes.get(scope, set()) - keep):
+            dirty |= self.delete(scope, key)
+        for key in [k for k, (other, _) in self._duplicates.items() if other == scope and k not in keep]:
+            del self._duplicates[key]
+        for obj in objects:
+            dirty |= self.upsert(scope, obj)
+        return dirty
+
+    # --- what resolution and reporting read --------------------------------------------------
+
+    def splits_of(self, root: ServiceKey) -> list[Split]:
+        return [s for key in self.splits_by_root.get(root, ()) for s in self.splits[key] if s.root == root]
+
+    def root_view(self) -> Mapping[ServiceKey, Split]:
+        return _RootView(self)
+
+    def entry(self, key: ObjectKey) -> Entry | None:
+        return self._entries.get(key)
+
+    def diagnostics(self, key: ObjectKey) -> tuple[Diagnostic, ...]:
+        entry = self._entries.get(key)
+        duplicate = self._duplicates.get(key)
+        return (entry.diagnostics if entry else ()) + ((duplicate[1],) if duplicate else ())
+
+    def keys(self) -> Iterable[ObjectKey]:
+        return self._entries.keys()
+
+    def counts(self) -> Counter[str]:
+        """Objects held, by kind (metrics)."""
+        return Counter(k.kind for k in self._entries)
+
+    def has_errors(self) -> bool:
+        return bool(self._duplicates) or any(e.has_errors for e in self._entries.values())
+
+    # --- indexes -------------------------------------------------------------------------------
+
+    def _affected(self, service: ServiceKey) -> set[ServiceKey]:
+        roots = {r for r, n in self.roots_by_backend.get(service, {}).items() if n > 0}
+        if self.splits_by_root.get(service):
+            roots.add(service)
+        return roots
+
+    def _index(self, key: ObjectKey, parsed: Parsed) -> set[ServiceKey]:
+        if isinstance(parsed, Service):
+            self.services[parsed.key] = parsed
+            return self._affected(parsed.key)
+        if isinstance(parsed, EndpointGroup):
+            self._groups[parsed.key][key] = parsed
+            self._choose_endpoints(parsed.key)
+            return self._affected(parsed.key)
+        if parsed:
+            self.splits[key] = parsed
+            for s in parsed:
+                self.splits_by_root[s.root].add(key)
+            for backend, root in _referenced(parsed):
+                self.roots_by_backend[backend][root] += 1
+            return {s.root for s in parsed}
+        return set()
+
+    def _unindex(self, key: ObjectKey, parsed: Parsed) -> set[ServiceKey]:
+        if isinstance(parsed, Service):
+            self.services.pop(parsed.key, None)
+            return self._affected(parsed.key)
+        if isinstance(parsed, EndpointGroup):
+            self._groups[parsed.key].pop(key, None)
+            self._choose_endpoints(parsed.key)
+            return self._affected(parsed.key)
+        if parsed:
+            self.splits.pop(key, None)
+            for s in parsed:
+                self.splits_by_root[s.root].discard(key)
+                if not self.splits_by_root[s.root]:
+                    del self.splits_by_root[s.root]
+            for backend, root in _referenced(parsed):
+                counts = self.roots_by_backend[backend]
+                counts[root] -= 1
+                if counts[root] <= 0:
+                    del counts[root]
+                if not counts:
+                    del self.roots_by_backend[backend]
+            return {s.root for s in parsed}
+        return set()
+
+    def _choose_endpoints(self, service: ServiceKey) -> None:
+        """A cluster dump holds Endpoints and their mirrored EndpointSlices: the slices win (the
+        current API), never both, which would count every pod twice."""
+        found = self._groups.get(service, {})
+        slices = tuple(g for _, g in sorted(found.items()) if g.source == "EndpointSlice")
+        chosen = slices or tuple(g for _, g in sorted(found.items()))
+        if chosen:
+            self.endpoints[service] = chosen
+        else:
+            self.endpoints.pop(service, None)
+            self._groups.pop(service, None)
+
+
+class _RootView(Mapping):
+    """root Service -> one split of it: what resolution needs to name a nested split."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def __getitem__(self, root: Any) -> Split:
+        found = self._store.splits_of(root)
+        if not found:
+            raise KeyError(root)
+        return found[0]
+
+    def __iter__(self):
+        return iter(self._store.splits_by_root)
+
+    def __len__(self) -> int:
+        return len(self._store.splits_by_root)
