@@ -143,3 +143,13 @@ def test_the_shipped_crd_applies_and_a_crd_created_later_is_served(kubectl):
               "spec": {"size": 3}}
     assert "widget.lab.example.com/w1 created" in kubectl("apply", "-f", "-", stdin=json.dumps(widget)).stdout
     assert kubectl("get", "widgets", "w1", "-o", "jsonpath={.spec.size}").stdout == "3"
+
+
+def test_a_field_the_crd_does_not_declare_is_refused_by_default_and_pruned_when_only_warned(kubectl):
+    typo = SEED_SPLIT.replace("  trafficRouting:", "  trafficRoutes: []\n  trafficRouting:")
+    refused = kubectl("apply", "-f", "-", stdin=typo, check=False)
+    assert refused.returncode != 0 and 'unknown field "spec.trafficRoutes"' in refused.stderr
+    warned = kubectl("apply", "--validate=warn", "-f", "-", stdin=typo)
+    assert 'unknown field "spec.trafficRoutes"' in warned.stderr
+    got = json.loads(kubectl("get", "trafficsplits.v1alpha2.split.smi-spec.io", "my-app-split", "-o", "json").stdout)
+    assert got["spec"] == yaml.safe_load(SEED_SPLIT)["spec"]

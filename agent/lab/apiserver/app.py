@@ -126,25 +126,31 @@ class Handlers:
         return Target(resource, namespace, rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else "")
 
     async def _verb(self, request: web.Request, t: Target) -> web.StreamResponse:
-        q = request.query
-        dry_run = "dryRun" in q
-        if t.name and request.method == "GET":
-            return _json(self.objects.get(t.resource, t.namespace, t.name))
-        if not t.name and request.method == "GET":
+        q, r = request.query, t.resource
+        if request.method == "GET":
+            if t.name:
+                return _json(self.objects.get(r, t.namespace, t.name))
             if q.get("watch") in ("1", "true"):
                 return await self._watch(request, t)
             return _json(self._list(t, q))
-        if not t.name and request.method == "POST":
-            obj = self.objects.create(t.resource, t.namespace, await _body(request), dry_run)
-            return _json(obj, 201)
-        if t.name and request.method == "PUT":
-            return _json(self.objects.update(t.resource, t.namespace, t.name, await _body(request), dry_run))
-        if t.name and request.method == "PATCH":
-            return _json(self.objects.patch(t.resource, t.namespace, t.name,
-                                            request.headers.get("Content-Type", ""), await _body(request), dry_run))
-        if t.name and request.method == "DELETE":
-            return _json(self.objects.delete(t.resource, t.namespace, t.name, dry_run))
-        raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
+        if request.method == "DELETE" and t.name:
+            return _json(self.objects.delete(r, t.namespace, t.name, "dryRun" in q))
+        # Writes. fieldValidation defaults to Warn, as in Kubernetes.
+        opts = {"dry_run": "dryRun" in q, "validation": q.get("fieldValidation", "Warn"), "warnings": []}
+        if request.method == "POST" and not t.name:
+            obj, status = self.objects.create(r, t.namespace, await _body(request), **opts), 201
+        elif request.method == "PUT" and t.name:
+            obj, status = self.objects.update(r, t.namespace, t.name, await _body(request), **opts), 200
+        elif request.method == "PATCH" and t.name:
+            obj, status = self.objects.patch(r, t.namespace, t.name, request.headers.get("Content-Type", ""),
+                                             await _body(request), **opts), 200
+        else:
+            raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
+        response = _json(obj, status)
+        for warning in opts["warnings"]:
+            escaped = warning.replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
 
     def _filter(self, q) -> Callable[[dict], bool]:
         try:
