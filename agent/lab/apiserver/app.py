@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from kernsplit.agent.lab.apiserver import discovery, openapi, openapi_v2
+from kernsplit.agent.lab.apiserver import discovery, openapi, openapi_v2, tables
 from kernsplit.agent.lab.apiserver.errors import ApiError
 from kernsplit.agent.lab.apiserver.objects import Objects
 from kernsplit.agent.lab.apiserver.resources import Resource
@@ -128,11 +128,15 @@ class Handlers:
     async def _verb(self, request: web.Request, t: Target) -> web.StreamResponse:
         q, r = request.query, t.resource
         if request.method == "GET":
+            as_table = tables.wants_table(request.headers.get("Accept", ""))
+            include = q.get("includeObject", "Metadata")
             if t.name:
-                return _json(self.objects.get(r, t.namespace, t.name))
+                obj = self.objects.get(r, t.namespace, t.name)
+                return _json(tables.table(r, [obj], include=include) if as_table else obj)
             if q.get("watch") in ("1", "true"):
                 return await self._watch(request, t)
-            return _json(self._list(t, q))
+            listed = self._list(t, q)
+            return _json(tables.table(r, listed["items"], listed["metadata"], include=include) if as_table else listed)
         if request.method == "DELETE" and t.name:
             return _json(self.objects.delete(r, t.namespace, t.name, "dryRun" in q))
         # Writes. fieldValidation defaults to Warn, as in Kubernetes.
@@ -197,7 +201,8 @@ class Handlers:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         try:
-            await self._stream(response, r, watcher, initial, q)
+            await self._stream(response, r, watcher, initial, q,
+                               tables.wants_table(request.headers.get("Accept", "")))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -226,9 +231,18 @@ class Handlers:
         return {"type": "BOOKMARK", "object": {"kind": r.kind, "apiVersion": r.api_version, "metadata": meta}}
 
     async def _stream(self, response: web.StreamResponse, r: Resource, watcher: Watcher,
-                      initial: list[dict], q) -> None:
-        for event in initial:
+                      initial: list[dict], q, as_table: bool) -> None:
+        headers = [True]
+
+        async def send(event: dict) -> None:
+            if as_table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                # Column definitions come with the first row only, as the API server sends them.
+                event = {**event, "object": tables.table(r, [event["object"]], headers=headers.pop() if headers
+                                                         else False, include=q.get("includeObject", "Metadata"))}
             await _write_event(response, event)
+
+        for event in initial:
+            await send(event)
             if event["type"] == "ERROR":
                 return
         bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
@@ -244,11 +258,11 @@ class Handlers:
                 change = await asyncio.wait_for(watcher.queue.get(), wait)
             except asyncio.TimeoutError:
                 if bookmarks and watcher.queue.empty():
-                    await _write_event(response, self._bookmark(r))
+                    await send(self._bookmark(r))
                 continue
             if change is None:
                 return
-            await _write_event(response, {"type": change.type, "object": to_client(r, change.obj)})
+            await send({"type": change.type, "object": to_client(r, change.obj)})
 
 
 async def _write_event(response: web.StreamResponse, event: dict) -> None:
