@@ -25,7 +25,11 @@ def _round(lab: Lab, echo: Echo, weights, connections: int, title: str) -> None:
     milli = _milli(weights)
     echo(f"\n== {title}: TrafficSplit my-app-split -> "
          + ", ".join(f"{s} {w}" for s, w in weights))
-    lab.write_manifest(SPLIT_FILE, render_split(weights))
+    path = lab.write_manifest(SPLIT_FILE, render_split(weights))
+    if lab.source == "kubernetes":
+        applied = lab.kubectl("get", "trafficsplits.v1alpha2.split.smi-spec.io", "my-app-split", "-o",
+                              "jsonpath={range .spec.trafficRouting[*]}{.backend.serviceName}={.weight} {end}")
+        echo(f"   $ kubectl apply -f {path}   (the API server now holds: {applied.strip()})")
     wait_applied(lab, milli)
     echo(f"   agent applied it; sending {connections} requests from the client app "
          f"to my-app (10.100.200.30:80) through its proxy ...")
@@ -45,13 +49,16 @@ def _round(lab: Lab, echo: Echo, weights, connections: int, title: str) -> None:
         echo("\n".join("   " + line for line in (shown.stdout or shown.stderr).splitlines()))
 
 
-def run_demo(dataplane: str, connections: int, keep: bool, echo: Echo, interception: str = "iptables") -> None:
-    lab = open_lab(new_prefix(), dataplane, interception)
-    echo(f"== building lab {lab.prefix} (dataplane {dataplane}, interception {interception}): node, "
-         "3 x my-app-v1, 3 x my-app-v2, client pod with proxy-init + proxy, agent")
+def run_demo(dataplane: str, connections: int, keep: bool, echo: Echo, interception: str = "iptables",
+             source: str = "files") -> None:
+    lab = open_lab(new_prefix(), dataplane, interception, source)
+    echo(f"== building lab {lab.prefix} (dataplane {dataplane}, interception {interception}, source {source}): "
+         "node, 3 x my-app-v1, 3 x my-app-v2, client pod with proxy-init + proxy, agent")
     try:
         lab.up()
         echo(f"   manifests in {lab.manifests}, agent log {lab.agent_log}")
+        if source == "kubernetes":
+            echo(f"   the agent watches the lab's Kubernetes API: export KUBECONFIG={lab.kubeconfig}")
         _round(lab, echo, SEED_WEIGHTS, connections, "canary 90/10")
         _round(lab, echo, ROLLOUT_WEIGHTS, connections, "rollout 0/100")
     finally:
