@@ -3,115 +3,15 @@ into the cgroup whose connect() calls the programs rewrite."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import threading
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
-from kernsplit.agent import mounts
-from kernsplit.agent.lab.timescale import scaled
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
-from kernsplit.agent.netns import entered
-from tests.conftest import unique_name
-from tests.fixtures import assert_golden, program_ids, split_port
+from tests.fixtures import assert_golden, lab, labels, make, program_ids, split_port  # noqa: F401 (`lab`: a fixture)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
-
-
-# Runs in a child: join the cgroup, enter the netns, connect N times, report what it saw.
-CLIENT = r"""
-import ctypes, json, os, socket, sys
-from kernsplit.agent.lab.timescale import scaled
-cgroup, netns, host, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
-fd = os.open(netns, os.O_RDONLY)
-assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0
-fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-out = []
-for _ in range(n):
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(scaled(2))
-    try:
-        s.connect((host, port))
-        peer = s.getpeername()[:2]
-        out.append({"label": s.recv(64).decode(), "peer": [peer[0], peer[1]]})
-    except OSError as e:
-        out.append({"error": e.errno})
-    finally:
-        s.close()
-print(json.dumps(out))
-"""
-
-
-@pytest.fixture
-def lab(netns):
-    """A netns with addresses on lo, listeners that answer with their label, and a cgroup."""
-    path = f"/var/run/netns/{netns}"
-    subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.1/32", "dev", "lo"], check=True)
-    subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.2/32", "dev", "lo"], check=True)
-    subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::1/128", "dev", "lo", "nodad"], check=True)
-    subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"], check=True)
-    cgroup = mounts.cgroup2() / unique_name("cg")   # wherever this host mounts cgroup v2
-    cgroup.mkdir()
-    bpffs = Path("/sys/fs/bpf") / unique_name("bf")
-    stop = threading.Event()
-    sockets = []
-
-    def listen(ip, port, label):
-        with entered(path):
-            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((ip, port))
-        s.listen(512)
-        s.settimeout(0.2)
-        sockets.append(s)
-
-        def serve():
-            while not stop.is_set():
-                try:
-                    c, _ = s.accept()
-                except (socket.timeout, OSError):
-                    continue
-                c.sendall(label.encode())
-                c.close()
-        threading.Thread(target=serve, daemon=True).start()
-
-    def client(host, port, n):
-        proc = subprocess.run([sys.executable, "-c", CLIENT, str(cgroup), path, host, str(port), str(n)],
-                              capture_output=True, text=True, timeout=scaled(60))
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-
-    class Lab:
-        pass
-    lab = Lab()
-    lab.netns, lab.cgroup, lab.bpffs, lab.listen, lab.client = path, cgroup, bpffs, listen, client
-    try:
-        yield lab
-    finally:
-        stop.set()
-        for s in sockets:
-            s.close()
-        from kernsplit.agent.dataplane.ebpf.loader import Pins, remove
-        remove(Pins(bpffs))
-        cgroup.rmdir()
-
-
-def make(lab):
-    from kernsplit.agent.dataplane.ebpf import EbpfDataplane
-    return EbpfDataplane(cgroup=lab.cgroup, bpffs=lab.bpffs)
-
-
-def labels(results):
-    out = {}
-    for r in results:
-        key = r.get("label", f"errno {r.get('error')}")
-        out[key] = out.get(key, 0) + 1
-    return out
 
 
 def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures import program_ids
 from tests.fixtures import split_port
-from tests.kernel.test_ebpf_dataplane import lab, labels  # noqa: F401 - `lab` is a fixture
+from tests.fixtures import lab, labels  # noqa: F401 - `lab` is a fixture
 from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]

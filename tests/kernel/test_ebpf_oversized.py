@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from tests.fixtures import lab, labels, make  # noqa: F401 - `lab` is a fixture
 from tests.fixtures import split_port
-from tests.kernel.test_ebpf_dataplane import lab, labels, make  # noqa: F401 - `lab` is a fixture
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 

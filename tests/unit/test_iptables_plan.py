@@ -7,20 +7,19 @@ from __future__ import annotations
 import re
 import shlex
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
+from kernsplit.agent.commands.show import as_table
+from kernsplit.agent.dataplane.iptables import names, probability
+from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import plan
+from kernsplit.agent.iptables.ruleset import Ruleset
+from kernsplit.agent.iptables.saved import parse_save
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+
 from tests.fixtures import REFUSE, ROUTE, SCENARIOS, SEED, SEVENTY, TEN, assert_golden, split_port
 from tests.fixtures import agent_render_full as render_full
-from kernsplit.agent.dataplane.iptables import names, probability
-from kernsplit.agent.commands.show import as_table
-from kernsplit.agent.dataplane.iptables.observe import observe_tables
-from kernsplit.agent.iptables.ruleset import Ruleset
-from kernsplit.agent.iptables.kinds import Family
-from kernsplit.agent.iptables.saved import parse_save
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 
 CASES = {name: (list(sc.ports), sc.family) for name, sc in SCENARIOS.items()}
 
