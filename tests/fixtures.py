@@ -314,7 +314,14 @@ def agent_render(changes, counts=None):
     return render(changes, carry.lookup(counts) if counts else None)
 
 
+def render_full(ruleset, jumps):
+    """The whole ruleset, as it would be applied to a namespace holding nothing of ours."""
+    from kernsplit.agent.iptables.diff import diff
+    from kernsplit.agent.iptables.render import render
+    from kernsplit.agent.iptables.ruleset import Ruleset
+    return render(diff(ruleset, Ruleset(ruleset.family, ()), jumps))
+
+
 def agent_render_full(ruleset):
     from kernsplit.agent.dataplane.iptables import names
-    from kernsplit.agent.iptables.render import render_full
     return render_full(ruleset, names.OWNERSHIP.jumps)
