@@ -207,3 +207,14 @@ def test_tables_for_people_and_watches(lab_apiserver):
         events = [json.loads(line) for _, line in zip(range(2), r.iter_lines())]
     assert [e["object"]["rows"][0]["cells"][0] for e in events] == ["b", "a"]
     assert "columnDefinitions" in events[0]["object"] and "columnDefinitions" not in events[1]["object"]
+
+
+def test_a_watch_with_a_selector_sees_objects_enter_and_leave_it(lab_apiserver):
+    rv = lab_apiserver.apply(_service("web", tier="db"))["metadata"]["resourceVersion"]
+    lab_apiserver.apply(_service("web", tier="web"))       # enters the selection
+    lab_apiserver.apply(_service("web", tier="web", x="1"))
+    lab_apiserver.apply(_service("web", tier="db"))        # leaves it
+    events = _watch(lab_apiserver, "/api/v1/namespaces/default/services", 3, resourceVersion=rv,
+                    labelSelector="tier=web")
+    assert [(e["type"], e["object"]["metadata"]["labels"]["tier"]) for e in events] == [
+        ("ADDED", "web"), ("MODIFIED", "web"), ("DELETED", "db")]

@@ -224,7 +224,8 @@ class Handlers:
         except Expired as exc:
             # The API server answers 200 and then one ERROR event carrying the 410 Status.
             return [{"type": "ERROR", "object": ApiError(410, "Expired", str(exc)).status()}]
-        return [{"type": c.type, "object": to_client(r, c.obj)} for c in changes if wanted(c.obj)]
+        seen = (c.seen_by(wanted) for c in changes)
+        return [{"type": c.type, "object": to_client(r, c.obj)} for c in seen if c is not None]
 
     def _bookmark(self, r: Resource, annotations: dict | None = None) -> dict:
         meta = {"resourceVersion": str(self.store.rv), **({"annotations": annotations} if annotations else {})}
