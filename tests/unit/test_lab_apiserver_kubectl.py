@@ -78,8 +78,8 @@ def test_apply_again_with_new_weights_and_get(kubectl):
     kubectl("apply", "-f", "-", stdin=SEED_SPLIT)
     rollout = SEED_SPLIT.replace("900m", "0m").replace("100m", "1000m")
     assert "configured" in kubectl("apply", "-f", "-", stdin=rollout).stdout
-    table = kubectl("get", "ts").stdout
-    assert "my-app-split" in table
+    table = kubectl("get", "ts").stdout.split()
+    assert table == ["NAME", "SERVICE", "AGE", "my-app-split", "my-app", table[-1]]   # the CRD's printer column
     weights = kubectl("get", "trafficsplits.v1alpha2.split.smi-spec.io", "my-app-split", "-o",
                       "jsonpath={.spec.trafficRouting[*].weight}").stdout
     assert weights.split() == ["0m", "1000m"]
@@ -106,7 +106,10 @@ def test_get_watch_sees_a_later_merge_patch(kubectl):
 
 def test_patch_merge_and_delete(kubectl):
     kubectl("apply", "-f", "-", stdin=SEED_SPLIT)
+    # `ts` is the preferred version (v1alpha4): the object goes through it and keeps every field
     kubectl("patch", "ts", "my-app-split", "--type", "merge", "-p", '{"metadata":{"labels":{"stage":"rollout"}}}')
+    got = json.loads(kubectl("get", "trafficsplits.v1alpha2.split.smi-spec.io", "my-app-split", "-o", "json").stdout)
+    assert got["spec"] == yaml.safe_load(SEED_SPLIT)["spec"]
     assert kubectl("get", "ts", "-l", "stage=rollout", "-o", "name").stdout.strip() == \
         "trafficsplit.split.smi-spec.io/my-app-split"
     assert 'trafficsplit.split.smi-spec.io "my-app-split" deleted' in kubectl("delete", "ts", "my-app-split").stdout
@@ -123,6 +126,9 @@ def test_apply_service_twice_uses_a_strategic_merge_patch(kubectl):
     assert "configured" in kubectl("apply", "-f", "-", stdin=json.dumps(svc)).stdout
     got = json.loads(kubectl("get", "svc", "my-app", "-o", "json").stdout)
     assert [(p["port"], p.get("name")) for p in got["spec"]["ports"]] == [(80, "http"), (9090, "metrics")]
+    assert kubectl("get", "svc", "my-app").stdout.split()[:11] == [
+        "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE",
+        "my-app", "ClusterIP", "<none>", "<none>", "80/TCP,9090/TCP"]
     del svc["spec"]["ports"][1]
     kubectl("apply", "-f", "-", stdin=json.dumps(svc))
     got = json.loads(kubectl("get", "svc", "my-app", "-o", "json").stdout)
@@ -143,3 +149,13 @@ def test_the_shipped_crd_applies_and_a_crd_created_later_is_served(kubectl):
               "spec": {"size": 3}}
     assert "widget.lab.example.com/w1 created" in kubectl("apply", "-f", "-", stdin=json.dumps(widget)).stdout
     assert kubectl("get", "widgets", "w1", "-o", "jsonpath={.spec.size}").stdout == "3"
+
+
+def test_a_field_the_crd_does_not_declare_is_refused_by_default_and_pruned_when_only_warned(kubectl):
+    typo = SEED_SPLIT.replace("  trafficRouting:", "  trafficRoutes: []\n  trafficRouting:")
+    refused = kubectl("apply", "-f", "-", stdin=typo, check=False)
+    assert refused.returncode != 0 and 'unknown field "spec.trafficRoutes"' in refused.stderr
+    warned = kubectl("apply", "--validate=warn", "-f", "-", stdin=typo)
+    assert 'unknown field "spec.trafficRoutes"' in warned.stderr
+    got = json.loads(kubectl("get", "trafficsplits.v1alpha2.split.smi-spec.io", "my-app-split", "-o", "json").stdout)
+    assert got["spec"] == yaml.safe_load(SEED_SPLIT)["spec"]

@@ -190,3 +190,31 @@ def test_unknown_fields_of_a_custom_kind_are_pruned_as_the_crd_says(lab_apiserve
     got = lab_apiserver.apply(split)
     assert "extra" not in got["spec"] and "note" not in got["spec"]["backends"][0]
     assert got["spec"]["backends"][0] == {"service": "my-app-v1", "weight": 900}
+
+
+def test_tables_for_people_and_watches(lab_apiserver):
+    lab_apiserver.apply(_split("a", 100))
+    accept = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+    url = lab_apiserver.url + "/apis/split.smi-spec.io/v1alpha4/namespaces/default/trafficsplits"
+    listed = httpx.get(url, headers=accept).json()
+    assert [c["name"] for c in listed["columnDefinitions"]] == ["Name", "Service", "Age"]
+    assert [row["cells"][:2] for row in listed["rows"]] == [["a", "my-app"]]
+    assert listed["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+    rv = listed["metadata"]["resourceVersion"]
+    lab_apiserver.apply(_split("b", 100))
+    lab_apiserver.apply(_split("a", 200))
+    with httpx.stream("GET", url, params={"watch": "1", "resourceVersion": rv}, headers=accept, timeout=10) as r:
+        events = [json.loads(line) for _, line in zip(range(2), r.iter_lines())]
+    assert [e["object"]["rows"][0]["cells"][0] for e in events] == ["b", "a"]
+    assert "columnDefinitions" in events[0]["object"] and "columnDefinitions" not in events[1]["object"]
+
+
+def test_a_watch_with_a_selector_sees_objects_enter_and_leave_it(lab_apiserver):
+    rv = lab_apiserver.apply(_service("web", tier="db"))["metadata"]["resourceVersion"]
+    lab_apiserver.apply(_service("web", tier="web"))       # enters the selection
+    lab_apiserver.apply(_service("web", tier="web", x="1"))
+    lab_apiserver.apply(_service("web", tier="db"))        # leaves it
+    events = _watch(lab_apiserver, "/api/v1/namespaces/default/services", 3, resourceVersion=rv,
+                    labelSelector="tier=web")
+    assert [(e["type"], e["object"]["metadata"]["labels"]["tier"]) for e in events] == [
+        ("ADDED", "web"), ("MODIFIED", "web"), ("DELETED", "db")]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from kernsplit.agent.lab.apiserver import discovery, openapi, openapi_v2
+from kernsplit.agent.lab.apiserver import discovery, openapi, openapi_v2, tables
 from kernsplit.agent.lab.apiserver.errors import ApiError
 from kernsplit.agent.lab.apiserver.objects import Objects
 from kernsplit.agent.lab.apiserver.resources import Resource
@@ -126,25 +126,35 @@ class Handlers:
         return Target(resource, namespace, rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else "")
 
     async def _verb(self, request: web.Request, t: Target) -> web.StreamResponse:
-        q = request.query
-        dry_run = "dryRun" in q
-        if t.name and request.method == "GET":
-            return _json(self.objects.get(t.resource, t.namespace, t.name))
-        if not t.name and request.method == "GET":
+        q, r = request.query, t.resource
+        if request.method == "GET":
+            as_table = tables.wants_table(request.headers.get("Accept", ""))
+            include = q.get("includeObject", "Metadata")
+            if t.name:
+                obj = self.objects.get(r, t.namespace, t.name)
+                return _json(tables.table(r, [obj], include=include) if as_table else obj)
             if q.get("watch") in ("1", "true"):
                 return await self._watch(request, t)
-            return _json(self._list(t, q))
-        if not t.name and request.method == "POST":
-            obj = self.objects.create(t.resource, t.namespace, await _body(request), dry_run)
-            return _json(obj, 201)
-        if t.name and request.method == "PUT":
-            return _json(self.objects.update(t.resource, t.namespace, t.name, await _body(request), dry_run))
-        if t.name and request.method == "PATCH":
-            return _json(self.objects.patch(t.resource, t.namespace, t.name,
-                                            request.headers.get("Content-Type", ""), await _body(request), dry_run))
-        if t.name and request.method == "DELETE":
-            return _json(self.objects.delete(t.resource, t.namespace, t.name, dry_run))
-        raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
+            listed = self._list(t, q)
+            return _json(tables.table(r, listed["items"], listed["metadata"], include=include) if as_table else listed)
+        if request.method == "DELETE" and t.name:
+            return _json(self.objects.delete(r, t.namespace, t.name, "dryRun" in q))
+        # Writes. fieldValidation defaults to Warn, as in Kubernetes.
+        opts = {"dry_run": "dryRun" in q, "validation": q.get("fieldValidation", "Warn"), "warnings": []}
+        if request.method == "POST" and not t.name:
+            obj, status = self.objects.create(r, t.namespace, await _body(request), **opts), 201
+        elif request.method == "PUT" and t.name:
+            obj, status = self.objects.update(r, t.namespace, t.name, await _body(request), **opts), 200
+        elif request.method == "PATCH" and t.name:
+            obj, status = self.objects.patch(r, t.namespace, t.name, request.headers.get("Content-Type", ""),
+                                             await _body(request), **opts), 200
+        else:
+            raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
+        response = _json(obj, status)
+        for warning in opts["warnings"]:
+            escaped = warning.replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
 
     def _filter(self, q) -> Callable[[dict], bool]:
         try:
@@ -191,7 +201,8 @@ class Handlers:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         try:
-            await self._stream(response, r, watcher, initial, q)
+            await self._stream(response, r, watcher, initial, q,
+                               tables.wants_table(request.headers.get("Accept", "")))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -213,16 +224,26 @@ class Handlers:
         except Expired as exc:
             # The API server answers 200 and then one ERROR event carrying the 410 Status.
             return [{"type": "ERROR", "object": ApiError(410, "Expired", str(exc)).status()}]
-        return [{"type": c.type, "object": to_client(r, c.obj)} for c in changes if wanted(c.obj)]
+        seen = (c.seen_by(wanted) for c in changes)
+        return [{"type": c.type, "object": to_client(r, c.obj)} for c in seen if c is not None]
 
     def _bookmark(self, r: Resource, annotations: dict | None = None) -> dict:
         meta = {"resourceVersion": str(self.store.rv), **({"annotations": annotations} if annotations else {})}
         return {"type": "BOOKMARK", "object": {"kind": r.kind, "apiVersion": r.api_version, "metadata": meta}}
 
     async def _stream(self, response: web.StreamResponse, r: Resource, watcher: Watcher,
-                      initial: list[dict], q) -> None:
-        for event in initial:
+                      initial: list[dict], q, as_table: bool) -> None:
+        headers = [True]
+
+        async def send(event: dict) -> None:
+            if as_table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                # Column definitions come with the first row only, as the API server sends them.
+                event = {**event, "object": tables.table(r, [event["object"]], headers=headers.pop() if headers
+                                                         else False, include=q.get("includeObject", "Metadata"))}
             await _write_event(response, event)
+
+        for event in initial:
+            await send(event)
             if event["type"] == "ERROR":
                 return
         bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
@@ -238,11 +259,11 @@ class Handlers:
                 change = await asyncio.wait_for(watcher.queue.get(), wait)
             except asyncio.TimeoutError:
                 if bookmarks and watcher.queue.empty():
-                    await _write_event(response, self._bookmark(r))
+                    await send(self._bookmark(r))
                 continue
             if change is None:
                 return
-            await _write_event(response, {"type": change.type, "object": to_client(r, change.obj)})
+            await send({"type": change.type, "object": to_client(r, change.obj)})
 
 
 async def _write_event(response: web.StreamResponse, event: dict) -> None:

@@ -15,7 +15,7 @@ from kernsplit.agent.lab.apiserver.patch import PatchError, apply_patch
 from kernsplit.agent.lab.apiserver.registry import Registry
 from kernsplit.agent.lab.apiserver.resources import Resource
 from kernsplit.agent.lab.apiserver.store import Obj, Store
-from kernsplit.agent.lab.apiserver.views import to_client, to_storage
+from kernsplit.agent.lab.apiserver.views import to_client, to_storage, unknown_fields
 
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -53,8 +53,10 @@ class Objects:
         return to_client(r, stored)
 
     # writes --------------------------------------------------------------------------------
-    def create(self, r: Resource, namespace: str, body: Any, dry_run: bool = False) -> dict:
+    def create(self, r: Resource, namespace: str, body: Any, dry_run: bool = False,
+               validation: str = "Ignore", warnings: list[str] | None = None) -> dict:
         obj = self._checked_body(r, namespace, body)
+        self._validate_fields(r, obj, validation, warnings)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -74,8 +76,10 @@ class Objects:
                 self.registry.set_crd(stored)
         return to_client(r, stored if dry_run else self.store.put(r.storage_key, stored))
 
-    def update(self, r: Resource, namespace: str, name: str, body: Any, dry_run: bool = False) -> dict:
+    def update(self, r: Resource, namespace: str, name: str, body: Any, dry_run: bool = False,
+               validation: str = "Ignore", warnings: list[str] | None = None) -> dict:
         obj = self._checked_body(r, namespace, body)
+        self._validate_fields(r, obj, validation, warnings)
         if obj["metadata"].get("name") != name:
             raise ApiError(400, "BadRequest", "the name of the object "
                            f'({obj["metadata"].get("name")}) does not match the name on the URL ({name})')
@@ -102,7 +106,7 @@ class Objects:
         return to_client(r, stored if dry_run else self.store.put(r.storage_key, stored))
 
     def patch(self, r: Resource, namespace: str, name: str, content_type: str, body: Any,
-              dry_run: bool = False) -> dict:
+              dry_run: bool = False, validation: str = "Ignore", warnings: list[str] | None = None) -> dict:
         current = self.get(r, namespace, name)
         try:
             patched = apply_patch(content_type, current, body, strategic_allowed=r.builtin)
@@ -112,7 +116,7 @@ class Objects:
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", f'{r.kind} "{name}": the patched object has no metadata')
         patched["metadata"].setdefault("name", name)
-        return self.update(r, namespace, name, patched, dry_run)
+        return self.update(r, namespace, name, patched, dry_run, validation, warnings)
 
     def delete(self, r: Resource, namespace: str, name: str, dry_run: bool = False) -> dict:
         obj = self.get(r, namespace, name)
@@ -145,6 +149,19 @@ class Objects:
         else:
             meta.pop("namespace", None)
         return obj
+
+    @staticmethod
+    def _validate_fields(r: Resource, obj: Obj, validation: str, warnings: list[str] | None) -> None:
+        """fieldValidation: fields a custom kind's schema does not declare are an error (Strict),
+        a warning (Warn) or silently pruned (Ignore), as the API server does."""
+        if r.schema is None or validation not in ("Strict", "Warn"):
+            return
+        unknown = [f'unknown field "{f}"' for f in unknown_fields(obj, r.schema)]
+        if unknown and validation == "Strict":
+            raise ApiError(400, "BadRequest", f'{r.kind} in version "{r.version}" cannot be handled as a '
+                           f'{r.kind}: strict decoding error: {", ".join(unknown)}')
+        if warnings is not None:
+            warnings += unknown
 
     def _check_name(self, r: Resource, name: Any) -> None:
         pattern, limit, what = _NAME_RULES.get(r.plural, (_SUBDOMAIN, 253, "a lowercase RFC 1123 subdomain"))

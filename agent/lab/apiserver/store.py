@@ -28,6 +28,16 @@ class Change:
     type: str                         # ADDED, MODIFIED, DELETED
     key: StorageKey
     obj: Obj
+    prev: Obj | None = None           # the object before a MODIFIED
+
+    def seen_by(self, accepts: Callable[[Obj], bool]) -> "Change | None":
+        """The change as a watch with a selector sees it: an object that starts matching is
+        ADDED, one that stops matching is DELETED (as the API server's watch filter does)."""
+        now = accepts(self.obj)
+        before = self.prev is not None and accepts(self.prev)
+        if self.type != "MODIFIED" or now == before:
+            return self if now else None
+        return Change(self.rv, "ADDED" if now else "DELETED", self.key, self.obj, self.prev)
 
 
 @dataclass(eq=False)
@@ -73,11 +83,12 @@ class Store:
         meta = obj["metadata"]
         okey = (meta.get("namespace", ""), meta["name"])
         bucket = self._objects.setdefault(key, {})
-        kind = "MODIFIED" if okey in bucket else "ADDED"
+        prev = bucket.get(okey)
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)
         bucket[okey] = obj
-        self._record(Change(self.rv, kind, key, copy.deepcopy(obj)))
+        self._record(Change(self.rv, "ADDED" if prev is None else "MODIFIED", key, copy.deepcopy(obj),
+                            copy.deepcopy(prev) if prev is not None else None))
         return obj
 
     def remove(self, key: StorageKey, namespace: str, name: str) -> Obj | None:
@@ -98,8 +109,10 @@ class Store:
         while len(self._history) > self._max_history:
             self.compacted = self._history.popleft().rv
         for w in list(self._watchers):
-            if w.key == change.key and not w.closed and w.accepts(change.obj):
-                w.queue.put_nowait(change)
+            if w.key == change.key and not w.closed:
+                seen = change.seen_by(w.accepts)
+                if seen is not None:
+                    w.queue.put_nowait(seen)
 
     # watchers and test hooks -----------------------------------------------------------------
     def add_watcher(self, watcher: Watcher) -> None:

@@ -67,3 +67,26 @@ def prune(value: Any, schema: Mapping[str, Any], root: bool = False) -> Any:
     if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         return [prune(item, schema["items"]) for item in value]
     return value
+
+
+def unknown_fields(value: Any, schema: Mapping[str, Any], path: str = "", root: bool = True) -> list[str]:
+    """The fields `prune` would drop, as the API server names them in a strict decoding error."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+            return found
+        props, extra = schema.get("properties") or {}, schema.get("additionalProperties")
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if root and key in ("apiVersion", "kind", "metadata"):
+                continue
+            if key in props:
+                found += unknown_fields(item, props[key], where, False)
+            elif isinstance(extra, Mapping):
+                found += unknown_fields(item, extra, where, False)
+            elif not (extra is True or schema.get("x-kubernetes-preserve-unknown-fields")):
+                found.append(where)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]", False)
+    return found
