@@ -183,13 +183,16 @@ def _describe(exc: BaseException) -> str:
     return f"HTTP {code}: {text}" if code else f"{type(exc).__name__}: {text}"
 
 
-def typed(resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
+def typed(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     """The object as the model reads it: kind and apiVersion present (list items carry none), and
-    without what only costs memory here (managedFields, kubectl's last-applied copy of the spec)."""
-    meta = dict(obj.get("metadata") or {})
-    meta.pop("managedFields", None)
-    annotations = meta.get("annotations")
-    if isinstance(annotations, Mapping) and LAST_APPLIED in annotations:
-        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    return {**obj, "kind": obj.get("kind") or resource.kind,
-            "apiVersion": obj.get("apiVersion") or resource.api_version, "metadata": meta}
+    without what only costs memory here (managedFields, kubectl's last-applied copy of the spec).
+    Changed in place: the object was parsed for this reflector alone, so a copy would only cost."""
+    obj.setdefault("kind", resource.kind)
+    obj.setdefault("apiVersion", resource.api_version)
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(LAST_APPLIED, None)
+    return obj
