@@ -244,3 +244,13 @@ def _events(server) -> list[dict]:
     out = subprocess.run(["kubectl", "--kubeconfig", str(server.kubeconfig), "get", "events", "-A", "-o", "json"],
                          capture_output=True, text=True, timeout=30, check=True).stdout
     return json.loads(out)["items"]
+
+
+def test_kubernetes_flags_with_the_file_source_are_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from kernsplit.agent.commands.agent import agent
+    (tmp_path / "split.yaml").write_text("")
+    result = CliRunner().invoke(agent, ["--config", str(tmp_path / "split.yaml"), "--namespace", "demo"])
+    assert result.exit_code == 2
+    assert "--kubeconfig, --context and --namespace are for --source kubernetes" in result.output
