@@ -6,6 +6,7 @@ eBPF) and removes them afterwards. Results: a table on stdout and bench/results/
   proxy-init   apply the default ruleset in a fresh netns: the whole CLI process, and the apply
   <dataplane>  full sync of N split ports; one weight change with N installed (median of 7); a no-op
                full resync; connect()+close() through a split vs straight to the backend (median)
+  intercept    app -> proxy -> backend requests: iptables vs eBPF interception vs none (intercept_cost.py)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import fixtures  # noqa: E402
 from connect_cost import measure as connect_cost  # noqa: E402
+from intercept_cost import measure as intercept_cost  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 # iptables: the backend the agent would pick in a fresh namespace (nft where it works).
@@ -90,22 +92,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000", help="split-port counts, comma separated")
     ap.add_argument("--repeat", type=int, default=10, help="proxy-init repetitions (median)")
-    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft"], action="append")
+    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft", "intercept"], action="append")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("benchmarks need root (they create network namespaces and cgroups)")
     sizes = [int(s) for s in args.sizes.split(",")]
-    only = args.only or ["proxy-init", *DATAPLANES]
+    only = args.only or ["proxy-init", *DATAPLANES, "intercept"]
     results: dict[str, float] = {}
     if "proxy-init" in only:
         results.update(bench_proxy_init(args.repeat))
     for name in (*DATAPLANES, "iptables-nft"):
         if name in only:
             results.update(bench_dataplane(name, sizes))
+    if "intercept" in only:
+        results.update(intercept_cost())
     width = max(map(len, results))
     for key, value in results.items():
-        unit = "µs" if key.endswith("(µs)") else "ms"
-        shown = value if unit == "µs" else value * 1000
+        unit = key[key.rindex("(") + 1:-1] if key.endswith(("(µs)", "(/s)", "(x)")) else "ms"
+        shown = value if unit != "ms" else value * 1000
         print(f"{key[:key.rindex(' (')]:<{width - 5}} {shown:10.2f} {unit}")
     record = {"machine": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
