@@ -48,6 +48,10 @@ SETNS = Requirement(("CAP_SYS_ADMIN",), "to enter the --netns namespace (setns)"
 BPF = Requirement(("CAP_BPF", "CAP_SYS_ADMIN"), "to load BPF programs and create maps")
 NET_ADMIN_BPF = Requirement(("CAP_NET_ADMIN", "CAP_SYS_ADMIN"), "to load and attach cgroup socket "
                                                                  "programs, a networking program type")
+PERFMON = Requirement(("CAP_PERFMON", "CAP_SYS_ADMIN"), "for the verifier to accept the interception "
+                                                         "program's variable-offset stack pointer "
+                                                         "arithmetic, which its Spectre v1 hardening "
+                                                         "refuses to other loaders")
 
 
 def iptables_needs(iptables_mode: str, netns: object = None) -> tuple[Requirement, ...]:
@@ -61,7 +65,7 @@ def iptables_needs(iptables_mode: str, netns: object = None) -> tuple[Requiremen
 
 
 def ebpf_needs() -> tuple[Requirement, ...]:
-    return (BPF, NET_ADMIN_BPF)
+    return (BPF, NET_ADMIN_BPF, PERFMON)
 
 
 def effective(status: Path = Path("/proc/self/status")) -> frozenset[str]:

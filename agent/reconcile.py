@@ -140,6 +140,16 @@ class Reconciler:
                         "seconds": round(self.last_sync - start, 4)})
         return result
 
+    def preview(self) -> str | None:
+        """Read every object, as `once` does, and return what its sync would write (the dataplane's
+        dry run); None when the config has errors."""
+        problems = self.source.load(self.queue)
+        self.apply(self.queue.drain())
+        if problems or self.store.has_errors():
+            log.error("config has errors: nothing would be written")
+            return None
+        return self.dataplane.preview(self.desired.ports)
+
     def once(self) -> int:
         """Read every object, apply once. Any error: exit 1 and leave the kernel untouched."""
         problems = self.source.load(self.queue)        # only file-like sources can be read once

@@ -34,7 +34,3 @@ def set_close_wait_timeout(netns: str | os.PathLike | None, seconds: int) -> Non
         with open(CLOSE_WAIT_SYSCTL, "w") as f:
             f.write(f"{seconds}\n")
 
-
-def close_wait_timeout(netns: str | os.PathLike | None) -> int:
-    with entered(netns):
-        return int(CLOSE_WAIT_SYSCTL.read_text().strip())

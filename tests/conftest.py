@@ -65,3 +65,18 @@ def throwaway_netns():
 def netns(root_required):
     with throwaway_netns() as name:
         yield name
+
+
+@pytest.fixture
+def lab_apiserver(tmp_path):
+    """The lab's in-memory Kubernetes API server on 127.0.0.1 (a free port), with the TrafficSplit,
+    Gateway and Linkerd route CRDs installed. `.url`, `.kubeconfig` (a file whose current context is
+    this server), `.apply(obj)`/`.get`/`.delete` for seeding, and the failure hooks `.compact()`,
+    `.drop_watches()`, `.pause()`/`.resume()`, `.restart()`. Bookmarks every second."""
+    from kernsplit.agent.lab.apiserver.server import LabApiServer
+    server = LabApiServer(bookmark_interval=1.0).start()
+    try:
+        server.write_kubeconfig(tmp_path / "kubeconfig")
+        yield server
+    finally:
+        server.stop()

@@ -49,6 +49,18 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _preview(reconciler, dataplane: str) -> int:
+    try:
+        text = reconciler.preview()
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.error("%s dataplane: %s", dataplane, exc)
+        return 1
+    if text is None:
+        return 1
+    click.echo(text, nl=False)
+    return 0
+
+
 @click.command()
 @click.option("--source", type=click.Choice(["files", "kubernetes"]), default=None,
               help="Where objects come from: manifest files (--config; the default when --config is "
@@ -60,6 +72,9 @@ def _stop_on_signals() -> threading.Event:
                    "(a file being written is never read half-way).")
 @click.option("--dataplane", type=click.Choice(["iptables", "ebpf"]), default="iptables", show_default=True)
 @click.option("--once", is_flag=True, help="Apply once and exit (0 ok, 1 config errors: kernel untouched).")
+@click.option("--dry-run", is_flag=True,
+              help="With --once: print what the sync would write (iptables-restore input per family, or "
+                   "the eBPF map operations in flip order) and change nothing.")
 @click.option("--netns", type=NETNS, default=None, help="Target network namespace: name or path (iptables).")
 @click.option("--cgroup", default=None, help="cgroup v2 directory to attach to (ebpf).")
 @click.option("--bpffs", default=None, help="bpffs directory for pins (ebpf).")
@@ -77,8 +92,8 @@ def _stop_on_signals() -> threading.Event:
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
 @cluster_domain_option
-def agent(source, config_paths, file_settle, dataplane, once, netns, cgroup, bpffs, split_uids, interception,
-          resync_interval, log_format, log_level, cleanup, iptables_mode, cluster_domain):
+def agent(source, config_paths, file_settle, dataplane, once, dry_run, netns, cgroup, bpffs, split_uids,
+          interception, resync_interval, log_format, log_level, cleanup, iptables_mode, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     source = source or "files"
@@ -91,6 +106,8 @@ def agent(source, config_paths, file_settle, dataplane, once, netns, cgroup, bpf
     if interception and dataplane != "ebpf":
         raise click.UsageError("--interception applies to --dataplane ebpf only (the interception programs "
                                "are loaded with the eBPF split programs)")
+    if dry_run and (cleanup or not once):
+        raise click.UsageError("--dry-run previews one sync: use it with --once (and without --cleanup)")
     if split_uids and dataplane != "ebpf":
         raise click.UsageError("--split-uid applies to --dataplane ebpf only (iptables splits on the "
                                "node, after the proxy)")
@@ -122,6 +139,8 @@ def agent(source, config_paths, file_settle, dataplane, once, netns, cgroup, bpf
         log.error("%s dataplane: %s", dataplane, exc)
         sys.exit(1)
     reconciler = Reconciler(dp, src, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain)
+    if dry_run:
+        sys.exit(_preview(reconciler, dataplane))
     if once:
         sys.exit(reconciler.once())
     stop = _stop_on_signals()

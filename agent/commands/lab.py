@@ -8,8 +8,8 @@ import sys
 import click
 
 from kernsplit.agent.lab import state
-from kernsplit.agent.lab.lab import (DATAPLANES, INTERCEPTIONS, LabError, down, leftover_prefixes, open_lab,
-                                     pod_exec_argv)
+from kernsplit.agent.lab.lab import (DATAPLANES, INTERCEPTIONS, SOURCES, LabError, down, leftover_prefixes,
+                                     open_lab, pod_exec_argv)
 from kernsplit.agent.lab.manifests import SEED_WEIGHTS, SPLIT_FILE, render_split
 from kernsplit.agent.lab.observe import wait_applied
 from kernsplit.agent.lab.plan import check_prefix, new_prefix
@@ -22,6 +22,10 @@ _interception = click.option("--interception", type=click.Choice(INTERCEPTIONS),
                              help="how the client pod's traffic reaches its proxy: proxy-init's iptables "
                                   "rules, or the node's eBPF programs (no rule in any pod; needs "
                                   "--dataplane ebpf, the default then)")
+
+_source = click.option("--source", type=click.Choice(SOURCES), default="files", show_default=True,
+                       help="where the lab's agent reads objects: the lab's Kubernetes API server "
+                            "(manifests applied with kubectl) or the manifest files themselves")
 
 
 def _choose_dataplane(dataplane: str | None, interception: str) -> str:
@@ -60,21 +64,30 @@ def lab() -> None:
 @lab.command()
 @_dataplane
 @_interception
+@_source
 @click.option("--prefix", help="lab prefix ksl<4 hex> (default: a new random one)")
-def up(dataplane: str | None, interception: str, prefix: str | None) -> None:
+def up(dataplane: str | None, interception: str, source: str, prefix: str | None) -> None:
     """Build a lab with the seed TrafficSplit (900m/100m) and leave it running."""
     dataplane = _choose_dataplane(dataplane, interception)
     _need_root()
     _sigterm_as_interrupt()
-    the_lab = open_lab(_prefix_option(prefix), dataplane, interception)
+    the_lab = open_lab(_prefix_option(prefix), dataplane, interception, source)
     try:
         the_lab.up(split=render_split(SEED_WEIGHTS))
         wait_applied(the_lab, {svc: int(w.rstrip("m")) for svc, w in SEED_WEIGHTS})
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     p, m = the_lab.prefix, the_lab.manifests
-    click.echo(f"""lab {p} is up (dataplane {dataplane}, interception {interception}); pods: {', '.join(x.name for x in the_lab.plan.pods)}
-  manifests (the agent watches them): {m}/services.yaml, {m}/{SPLIT_FILE}
+    if source == "kubernetes":
+        objects = f"""  Kubernetes API (the agent watches it; edit with kubectl):
+                 export KUBECONFIG={the_lab.kubeconfig}
+                 kubectl get trafficsplits,services,endpointslices
+  applied:       {m}/services.yaml, {m}/{SPLIT_FILE}
+"""
+    else:
+        objects = f"  manifests (the agent watches them): {m}/services.yaml, {m}/{SPLIT_FILE}\n"
+    click.echo(f"""lab {p} is up (dataplane {dataplane}, interception {interception}, source {source}); pods: {', '.join(x.name for x in the_lab.plan.pods)}
+{objects.rstrip()}
   agent log:     {the_lab.agent_log}
   send requests: kernsplit lab exec --prefix {p} client {sys.executable} -m agent.lab.load -n 1000
   one request:   kernsplit lab exec --prefix {p} client curl -s http://10.100.200.30/
@@ -85,16 +98,17 @@ def up(dataplane: str | None, interception: str, prefix: str | None) -> None:
 @lab.command()
 @_dataplane
 @_interception
+@_source
 @click.option("--connections", "-n", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
 @click.option("--keep", is_flag=True, help="leave the lab running at the end")
-def demo(dataplane: str | None, interception: str, connections: int, keep: bool) -> None:
+def demo(dataplane: str | None, interception: str, source: str, connections: int, keep: bool) -> None:
     """The seed scenario: 90/10 canary, then rollout to 0/100, observed for real."""
     dataplane = _choose_dataplane(dataplane, interception)
     _need_root()
     _sigterm_as_interrupt()
     from kernsplit.agent.lab.demo import run_demo
     try:
-        run_demo(dataplane, connections, keep, click.echo, interception)
+        run_demo(dataplane, connections, keep, click.echo, interception, source)
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -147,3 +161,27 @@ def exec_cmd(prefix: str | None, uid: int | None, pod: str, command: tuple[str, 
     except LabError as exc:
         raise click.UsageError(str(exc)) from None
     os.execvp(full[0], full)
+
+
+@lab.command(name="apiserver")
+@click.option("--port", type=click.IntRange(0, 65535), default=6443, show_default=True,
+              help="TCP port on 127.0.0.1 (0: any free port)")
+@click.option("--kubeconfig", "kubeconfig_path", type=click.Path(dir_okay=False),
+              default="kernsplit-lab.kubeconfig", show_default=True, help="the kubeconfig file to write")
+def apiserver_cmd(port: int, kubeconfig_path: str) -> None:
+    """Run the lab's in-memory Kubernetes API server (on 127.0.0.1) until interrupted."""
+    from kernsplit.agent.lab.apiserver.server import LabApiServer
+    _sigterm_as_interrupt()
+    try:
+        server = LabApiServer(port=port).start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    path = server.write_kubeconfig(os.path.abspath(kubeconfig_path))
+    click.echo(f"lab API server at {server.url} (in memory; Ctrl-C stops it)\nexport KUBECONFIG={path}",
+               nl=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

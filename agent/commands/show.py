@@ -124,9 +124,18 @@ def as_watch_table(split: ObservedSplit, window: RateWindow) -> str:
     return "\n".join(lines)
 
 
-def _observe(found: list, service: str | None) -> list[ObservedSplit]:
-    splits = [s for dp in found for s in dp.observe() if _matches(s, service)]
+def in_order(splits) -> list[ObservedSplit]:
+    """The order `show` lists splits in: by root Service, then port and address."""
     return sorted(splits, key=lambda s: (s.namespace, s.service, s.port, s.cluster_ip))
+
+
+def as_tables(splits: list[ObservedSplit]) -> str:
+    """What `kernsplit show` prints for these splits (already in order)."""
+    return "\n\n".join(as_table(s) for s in splits)
+
+
+def _observe(found: list, service: str | None) -> list[ObservedSplit]:
+    return in_order(s for dp in found for s in dp.observe() if _matches(s, service))
 
 
 def _watch(found: list, service: str | None, interval: float, window_seconds: float, count: int) -> None:
@@ -185,7 +194,7 @@ def show(service, dataplane, netns, bpffs, output, watch, interval, window_secon
     if output == "json":
         click.echo(json.dumps([as_json(s) for s in splits], indent=2))
     else:
-        click.echo("\n\n".join(as_table(s) for s in splits))
+        click.echo(as_tables(splits))
     if not found:
         click.echo(f"no kernsplit dataplane installed{f' in netns {netns}' if netns else ''}", err=True)
         sys.exit(1)

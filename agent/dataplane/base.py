@@ -70,6 +70,11 @@ class Dataplane(Protocol):
         """
         ...
 
+    def preview(self, desired: Desired) -> str:
+        """What `sync(desired, full=True)` would write, as text, in the order it would be applied;
+        reads the kernel, changes nothing (`kernsplit agent --once --dry-run`)."""
+        ...
+
     def cleanup(self) -> None:
         """Remove every kernel object of ours; leave everything else exactly as it was."""
         ...

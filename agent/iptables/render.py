@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kernsplit.agent.iptables.diff import Changes, diff
+from kernsplit.agent.iptables.diff import Changes
 from kernsplit.agent.iptables.ownership import JumpPlacement
 from kernsplit.agent.iptables.rule import Rule, restore_line
-from kernsplit.agent.iptables.ruleset import Ruleset
 
 Counters = Callable[[str, Rule], "tuple[int, int] | None"]     # (table, rule) -> (packets, bytes)
 
@@ -43,7 +42,3 @@ def render(changes: Changes, counters: Counters | None = None) -> str:
         out.append("COMMIT")
     return "\n".join(out) + "\n" if out else ""
 
-
-def render_full(ruleset: Ruleset, jumps: JumpPlacement) -> str:
-    """The whole ruleset, as it would be applied to a namespace holding nothing of ours."""
-    return render(diff(ruleset, Ruleset(ruleset.family, ()), jumps))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernsplit.agent import mounts
-from kernsplit.agent.lab import cgroups, procs, state, topology
+from kernsplit.agent.lab import cgroups, kubeapi, procs, state, topology
 from kernsplit.agent.lab.manifests import SERVICES_FILE, SPLIT_FILE, render_services, write_atomic
 from kernsplit.agent.lab.plan import PREFIX_RE, PROXY_OUT_PORT, PROXY_UID, SERVER_PORT, LabPlan, plan_lab
 from kernsplit.agent.lab.timescale import scaled
@@ -25,6 +25,7 @@ from kernsplit.agent.lab.timescale import scaled
 BPFFS_ROOT = mounts.BPFFS
 DATAPLANES = ("iptables", "ebpf")
 INTERCEPTIONS = ("iptables", "ebpf")
+SOURCES = ("files", "kubernetes")     # where the lab's agent reads objects: manifest files or the lab API
 READY_TIMEOUT = 15.0
 
 
@@ -48,6 +49,7 @@ class Lab:
     plan: LabPlan
     dataplane: str = "iptables"
     interception: str = "iptables"     # how the client pod's traffic reaches its proxy
+    source: str = "files"
     cgroup: Path = field(init=False)
     bpffs: Path | None = field(init=False)
     pids: dict[str, int] = field(default_factory=dict)
@@ -60,6 +62,8 @@ class Lab:
         if self.interception == "ebpf" and self.dataplane != "ebpf":
             raise LabError("interception ebpf needs dataplane ebpf: the node agent loads the interception "
                            "programs with its eBPF split programs")
+        if self.source not in SOURCES:
+            raise LabError(f"unknown source {self.source!r}: choose {' or '.join(SOURCES)}")
         self.cgroup = cgroups.lab_cgroup(self.prefix)
         self.bpffs = BPFFS_ROOT / self.prefix if self.dataplane == "ebpf" else None
 
@@ -79,6 +83,10 @@ class Lab:
     @property
     def logs(self) -> Path:
         return state.logs_dir(self.prefix)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return state.kubeconfig_path(self.prefix)
 
     @property
     def agent_log(self) -> Path:
@@ -110,6 +118,8 @@ class Lab:
             if self.interception == "iptables":
                 self._apply_proxy_init()
             self._wait_listening()
+            if self.source == "kubernetes":
+                self._start_apiserver()
             self.start_agent()
             if self.interception == "ebpf":
                 # the pod registers with the node's programs: they must be loaded first
@@ -125,6 +135,7 @@ class Lab:
         for pod in self.plan.pods:
             cgroups.create(self.cgroup / pod.cgroup)
         cgroups.create(self.cgroup / "agent")
+        cgroups.create(self.cgroup / "apiserver")
         if self.bpffs is not None and not mounts.ensure_bpffs(self.bpffs):
             raise LabError(f"{self.bpffs}: not on a bpf filesystem")
         topology.build(self.plan)
@@ -170,6 +181,24 @@ class Lab:
                 raise LabError(f"not listening after {ready_timeout}s: {', '.join(waiting)}")
             time.sleep(0.02)
 
+    def _start_apiserver(self) -> None:
+        """The lab API server, then every manifest written so far applied to it with kubectl."""
+        pid = kubeapi.start(program("kernsplit"), self.kubeconfig, self.logs / "apiserver.log",
+                            self.cgroup / "apiserver")
+        self.pids["apiserver"] = pid
+        self._save()
+        problem = kubeapi.wait_ready(pid, self.kubeconfig)
+        if problem:
+            raise LabError(f"{problem}; see {self.logs / 'apiserver.log'}")
+        self.kubectl("apply", "-f", str(self.manifests))
+
+    def kubectl(self, *args: str) -> str:
+        """kubectl against the lab API server; its output, or LabError with what it printed."""
+        proc = kubeapi.kubectl(self.kubeconfig, *args)
+        if proc.returncode != 0:
+            raise LabError(f"kubectl {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
     def _wait_interception_loaded(self) -> None:
         """Until the agent has pinned the pod map and attached the interception programs."""
         ready = [self.bpffs / "maps" / "ks_pods", self.bpffs / "links" / "ks_ic_connect4"]
@@ -183,8 +212,9 @@ class Lab:
 
     # -- the agent ----------------------------------------------------------------------------
     def agent_argv(self, *extra: str) -> list[str]:
-        argv = [program("kernsplit"), "agent", "--config", str(self.manifests),
-                "--dataplane", self.dataplane, "--netns", self.node]
+        source = (["--source", "kubernetes"] if self.source == "kubernetes"
+                  else ["--config", str(self.manifests)])
+        argv = [program("kernsplit"), "agent", *source, "--dataplane", self.dataplane, "--netns", self.node]
         if self.dataplane == "ebpf":
             # split after the proxy, as on the node with iptables: the proxy sees the ClusterIP
             argv += ["--cgroup", str(self.pods_cgroup), "--bpffs", str(self.bpffs),
@@ -197,7 +227,8 @@ class Lab:
         """Start `kernsplit agent` in the background (in the lab's agent cgroup, so that
         `lab down` finds it even without the state file)."""
         cmd = procs.launcher(self.agent_argv(*extra), cgroup=self.cgroup / "agent")
-        pid = procs.start_detached(cmd, self.agent_log)
+        env = {"KUBECONFIG": str(self.kubeconfig)} if self.source == "kubernetes" else None
+        pid = procs.start_detached(cmd, self.agent_log, env)
         self.pids["agent"] = pid
         self._save()
         time.sleep(0.05)
@@ -214,8 +245,12 @@ class Lab:
 
     # -- driving it ---------------------------------------------------------------------------
     def write_manifest(self, name: str, text: str) -> Path:
+        """Writes a manifest file; with the Kubernetes source, once the API server runs, also
+        `kubectl apply -f` it (the file is then what was applied)."""
         path = self.manifests / name
         write_atomic(path, text)
+        if self.source == "kubernetes" and "apiserver" in self.pids:
+            self.kubectl("apply", "-f", str(path))
         return path
 
     def exec_argv(self, pod: str, argv: Sequence[str], uid: int | None = None) -> list[str]:
@@ -241,8 +276,9 @@ class Lab:
         return subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=scaled(30))
 
 
-def open_lab(prefix: str, dataplane: str = "iptables", interception: str = "iptables", **plan_args) -> Lab:
-    return Lab(plan_lab(prefix, **plan_args), dataplane, interception)
+def open_lab(prefix: str, dataplane: str = "iptables", interception: str = "iptables", source: str = "files",
+             **plan_args) -> Lab:
+    return Lab(plan_lab(prefix, **plan_args), dataplane, interception, source)
 
 
 def down(prefix: str) -> list[str]:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -31,12 +31,14 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def start_detached(cmd: Sequence[str], log: Path) -> int:
-    """Start a long-running process in its own session; its output goes to `log` (appended)."""
+def start_detached(cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start a long-running process in its own session; its output goes to `log` (appended).
+    `env`: variables added to this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
     return proc.pid
 
 

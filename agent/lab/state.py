@@ -3,7 +3,9 @@
 /run/kernsplit/labs/<prefix>/
     state.json     prefix, dataplane, cgroup, bpffs, pids (written before anything is created,
                    updated as processes start)
-    manifests/     the agent's --config directory (services.yaml, split.yaml)
+    manifests/     the agent's --config directory (services.yaml, split.yaml); with the
+                   Kubernetes source, what the lab applies to its API server with kubectl
+    kubeconfig     the lab API server's kubeconfig (Kubernetes source)
     logs/          one log per process (agent.log is appended across restarts)
 """
 from __future__ import annotations
@@ -39,6 +41,11 @@ def manifests_dir(prefix: str) -> Path:
 
 def logs_dir(prefix: str) -> Path:
     return lab_root(prefix) / "logs"
+
+
+def kubeconfig_path(prefix: str) -> Path:
+    """The kubeconfig of the lab's API server (labs whose agent uses --source kubernetes)."""
+    return lab_root(prefix) / "kubeconfig"
 
 
 def save(state: LabState) -> None:

@@ -15,21 +15,21 @@ from __future__ import annotations
 import errno
 import socket
 import subprocess
-from fractions import Fraction
 
 import pytest
 
-from conftest import throwaway_netns
-from tests.fixtures import agent_diff as diff
 from kernsplit.agent.dataplane.iptables.plan import plan
-from tests.fixtures import agent_render as render_changes, agent_render_full as render_full
-from tests.fixtures import agent_owned as owned
 from kernsplit.agent.iptables.exec import restore, save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.saved import parse_save
 from kernsplit.agent.lab.timescale import scaled
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.resolved import SplitPort
 from kernsplit.agent.netns import entered
+
+from conftest import throwaway_netns
+from tests.fixtures import agent_diff as diff
+from tests.fixtures import agent_owned as owned
+from tests.fixtures import agent_render as render_changes, agent_render_full as render_full, split_port
 
 pytestmark = pytest.mark.kernel
 
@@ -38,24 +38,22 @@ PORT, TARGET = 80, 8080
 SERVED, REFUSED, NEITHER = "served", "refused", "neither"
 
 
+def _port(ip: str, **kw) -> SplitPort:
+    return split_port(ip=ip, port=PORT, service=f"svc-{ip.rsplit('.', 1)[1]}", ep_port=TARGET, **kw)
+
+
 def served(ip: str) -> SplitPort:
-    return SplitPort("default", f"svc-{ip.rsplit('.', 1)[1]}", "s", "TrafficSplit", ip, PORT, None, "TCP",
-                     (WeightedEndpoint("v1", Endpoint(ENDPOINTS[ip], TARGET), Fraction(1)),),
-                     (BackendShare("v1", 1, Fraction(1), True),))
+    return _port(ip, weights={"v1": 1}, endpoints={"v1": [ENDPOINTS[ip]]}, split="s")
 
 
 def refused(ip: str) -> SplitPort:
     """Nothing can serve it: the backend has no endpoints (the model's whole-port refusal)."""
-    return SplitPort("default", f"svc-{ip.rsplit('.', 1)[1]}", "s", "TrafficSplit", ip, PORT, None, "TCP",
-                     (), (BackendShare("v1", 1, Fraction(0), False),))
+    return _port(ip, weights={"v1": 1}, endpoints={}, split="s")
 
 
 def half_refused(ip: str) -> SplitPort:
     """A Gateway route whose second backendRef cannot serve: half of the new connections refused."""
-    return SplitPort("default", f"svc-{ip.rsplit('.', 1)[1]}", "r", "HTTPRoute", ip, PORT, None, "TCP",
-                     (WeightedEndpoint("v1", Endpoint(ENDPOINTS[ip], TARGET), Fraction(1, 2)),),
-                     (BackendShare("v1", 1, Fraction(1, 2), True), BackendShare("gone", 1, Fraction(1, 2), False)),
-                     (RefusedShare("gone", Fraction(1, 2)),))
+    return _port(ip, weights={"v1": 1, "gone": 1}, endpoints={"v1": [ENDPOINTS[ip]]}, split="r", kind="HTTPRoute")
 
 
 A, B, C = ENDPOINTS

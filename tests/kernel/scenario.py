@@ -6,7 +6,6 @@ proxy (`agent.lab.load`).
 """
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from kernsplit.agent.lab.manifests import SPLIT_FILE, render_split
 from kernsplit.agent.lab.observe import wait_applied
 from kernsplit.agent.lab.plan import SEED_APPS, AppSpec, ServiceSpec, new_prefix
 from kernsplit.agent.lab.timescale import scaled
+from tests.fixtures import assert_shares  # noqa: F401 (the shared 4-sigma check, re-exported)
 
 ROOT = "my-app"
 ROOT_VIP = "10.100.200.30:80"
@@ -65,27 +65,6 @@ def by_backend(report: dict) -> dict[str, int]:
 
 def failures(report: dict) -> dict[str, int]:
     return {k: n for k, n in report["outcomes"].items() if k != "ok"}
-
-
-def assert_shares(counts: Mapping[str, int], weights: Mapping[str, int], sigmas: float = 4.0) -> None:
-    """Every weighted backend within `sigmas` binomial standard deviations of its share;
-    weight 0 (or absent from `weights`) gets exactly zero."""
-    n = sum(counts.values())
-    total = sum(weights.values())
-    problems = []
-    for backend in sorted(set(counts) | set(weights)):
-        got = counts.get(backend, 0)
-        w = weights.get(backend, 0)
-        if w == 0:
-            if got != 0:
-                problems.append(f"{backend}: weight 0 but received {got} of {n}")
-            continue
-        p = w / total
-        sd = math.sqrt(n * p * (1 - p))
-        if abs(got - n * p) > sigmas * sd:
-            problems.append(f"{backend}: {got} of {n} ({got / n:.2%}), expected {p:.2%} "
-                            f"+- {sigmas * sd / n:.2%}")
-    assert not problems, "; ".join(problems)
 
 
 def wait_log(path: Path, since: int, pattern: str, timeout: float = 10.0) -> str:

@@ -19,7 +19,8 @@ import pytest
 from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.lab.timescale import scaled
-from test_agent_iptables_dataplane import Topology
+
+from tests.fixtures import Topology, assert_shares
 
 pytestmark = pytest.mark.kernel
 
@@ -79,9 +80,9 @@ def test_once_programs_the_split(netns, topo, config):
     r = agent(netns, "--config", config, "--once")
     assert r.returncode == 0, r.stderr
     assert "1 split ports written" in r.stderr
-    assert topo.connect(ROOT_IP, 80, n=200) == [0] * 200
+    assert topo.connect(ROOT_IP, 80, n=400) == [0] * 400
     got = topo.accepted()
-    assert got[V1] + got[V2] == 200 and got[V1] > got[V2] > 0
+    assert_shares({"my-app-v1": got[V1], "my-app-v2": got[V2]}, {"my-app-v1": 900, "my-app-v2": 100})
 
 
 def test_once_with_broken_config_exits_1_and_changes_nothing(netns, topo, config):
@@ -250,9 +251,9 @@ def test_clients_in_other_namespaces_are_split_and_refused(netns, topo, config, 
     r = agent(netns, "--config", config, "--once")
     assert r.returncode == 0, r.stderr
     with Topology(client_netns) as client:
-        assert client.connect(ROOT_IP, 80, n=100) == [0] * 100
+        assert client.connect(ROOT_IP, 80, n=400) == [0] * 400
         got = topo.accepted()
-        assert got[V1] + got[V2] == 100 and got[V1] > got[V2]
+        assert_shares({"my-app-v1": got[V1], "my-app-v2": got[V2]}, {"my-app-v1": 900, "my-app-v2": 100})
         start = time.monotonic()
         assert client.connect("10.100.200.40", 80, n=2) == [errno.ECONNREFUSED] * 2
         assert time.monotonic() - start < scaled(2.5), "refusal must not wait for a timeout"

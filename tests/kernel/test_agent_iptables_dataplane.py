@@ -3,13 +3,11 @@
 Topology, all inside one fresh namespace: endpoint addresses and ClusterIPs on `lo`, one listening
 socket per endpoint. A connection from the namespace to a ClusterIP is DNATed in nat OUTPUT and
 lands on one listener; counting what each listener accepted tells where connections went.
-This module also holds that small topology helper for the other iptables/show kernel tests.
+The topology helper lives in tests/fixtures.py.
 """
 from __future__ import annotations
 
 import errno
-import math
-import socket
 import subprocess
 import time
 from fractions import Fraction
@@ -21,93 +19,16 @@ from kernsplit.agent.dataplane.iptables import names
 from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.lab.timescale import scaled
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
-from kernsplit.agent.netns import entered
+
+from tests.fixtures import Topology, assert_shares, split_port
 
 pytestmark = pytest.mark.kernel
 
-PORT = 8080
 
 
-class Topology:
-    """Addresses on lo and listeners inside one namespace; closes its sockets on exit."""
-
-    def __init__(self, netns: str):
-        self.netns = netns
-        self.listeners: dict[str, socket.socket] = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for s in self.listeners.values():
-            s.close()
-
-    def address(self, *ips: str) -> None:
-        for ip in ips:
-            plen = 128 if ":" in ip else 32
-            extra = ["nodad"] if ":" in ip else []
-            subprocess.run(["ip", "-n", self.netns, "addr", "add", f"{ip}/{plen}", "dev", "lo", *extra], check=True)
-
-    def listen(self, *ips: str, port: int = PORT) -> None:
-        self.address(*ips)
-        with entered(self.netns):
-            for ip in ips:
-                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((ip, port))
-                s.listen(4096)
-                s.setblocking(False)
-                self.listeners[ip] = s
-
-    def connect(self, ip: str, port: int, n: int = 1, timeout: float = 3.0) -> list[int]:
-        """Open n connections; 0 for each that connected, else its errno."""
-        results = []
-        with entered(self.netns):
-            for _ in range(n):
-                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-                s.settimeout(scaled(timeout))
-                try:
-                    s.connect((ip, port))
-                    results.append(0)
-                except OSError as exc:
-                    results.append(exc.errno if exc.errno is not None else errno.ETIMEDOUT)
-                finally:
-                    s.close()
-        return results
-
-    def accepted(self) -> dict[str, int]:
-        """Connections each listener received since the last call."""
-        counts = {}
-        for ip, s in self.listeners.items():
-            n = 0
-            while True:
-                try:
-                    c, _ = s.accept()
-                except BlockingIOError:
-                    break
-                c.close()
-                n += 1
-            counts[ip] = n
-        return counts
-
-
-def split_port(ip: str, weights: dict[str, int], endpoints: dict[str, list[str]], port: int = 80,
-               service: str = "my-app", split: str = "my-app-split") -> SplitPort:
-    """A resolved split as the model hands it over (endpoints share their backend's weight)."""
-    live = {b: w for b, w in weights.items() if w and endpoints.get(b)}
-    total = sum(live.values())
-    eps = sorted((WeightedEndpoint(b, Endpoint(e, PORT), Fraction(live[b], total * len(endpoints[b])))
-                  for b in live for e in endpoints[b]), key=lambda we: (we.backend, we.endpoint))
-    backends = tuple(BackendShare(b, w, Fraction(live.get(b, 0), total) if total else Fraction(0),
-                                  bool(endpoints.get(b))) for b, w in weights.items())
-    return SplitPort("default", service, split, "TrafficSplit", ip, port, "http", "TCP", tuple(eps), backends)
-
-
-SEED = split_port("10.100.200.30", {"my-app-v1": 900, "my-app-v2": 100, "my-app-v3": 0},
-                  {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"], "my-app-v3": ["10.1.0.3"]})
-REFUSE = split_port("10.100.200.33", {"gone": 1}, {}, service="empty", split="empty-split")
-V6 = split_port("fd00:200::30", {"v1": 1, "v2": 1}, {"v1": ["fd00:1::1"], "v2": ["fd00:1::2"]}, service="six")
+SEED = split_port({"my-app-v1": 900, "my-app-v2": 100, "my-app-v3": 0}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"], "my-app-v3": ["10.1.0.3"]}, ip="10.100.200.30")
+REFUSE = split_port({"gone": 1}, {}, ip="10.100.200.33", service="empty", split="empty-split")
+V6 = split_port({"v1": 1, "v2": 1}, {"v1": ["fd00:1::1"], "v2": ["fd00:1::2"]}, ip="fd00:200::30", service="six")
 CLUSTER_IPS = ("10.100.200.30", "10.100.200.33", "fd00:200::30")
 ENDPOINTS = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "fd00:1::1", "fd00:1::2")
 
@@ -133,29 +54,25 @@ def test_programs_splits_weight_zero_refuse_and_ipv6(netns, mode):
         assert topo.connect("10.100.200.30", 80, n=500) == [0] * 500
         got = topo.accepted()
         assert got["10.1.0.3"] == 0                                  # weight 0: exactly nothing
-        assert got["10.1.0.1"] + got["10.1.0.2"] == 500
-        sigma = math.sqrt(500 * 0.9 * 0.1)
-        assert abs(got["10.1.0.2"] - 50) <= 4 * sigma, got
+        assert_shares(got, {"10.1.0.1": 900, "10.1.0.2": 100})
 
         start = time.monotonic()
         assert topo.connect("10.100.200.33", 80, n=3) == [errno.ECONNREFUSED] * 3
         assert time.monotonic() - start < scaled(2.5), "refusal must not wait for a timeout"
         assert topo.accepted()["10.100.200.33"] == 0
 
-        assert topo.connect("fd00:200::30", 80, n=40) == [0] * 40
+        assert topo.connect("fd00:200::30", 80, n=200) == [0] * 200
         six = topo.accepted()
-        assert six["fd00:1::1"] + six["fd00:1::2"] == 40 and six["fd00:1::1"] > 0 and six["fd00:1::2"] > 0
+        assert_shares({ip: six[ip] for ip in ("fd00:1::1", "fd00:1::2")}, {"fd00:1::1": 1, "fd00:1::2": 1})
 
 
 def test_a_refused_share_is_refused_by_weight_and_ipv6_refuses_too(netns, mode):
     """A route's backendRef that cannot serve keeps weight 1 beside a served weight 3: a quarter
     of new connections is reset, the rest served. The listeners on the ClusterIPs would accept
     what our rules neither DNAT nor reject."""
-    route = SplitPort("default", "routed", "r", "HTTPRoute", "10.100.200.34", 80, "http", "TCP",
-                      (WeightedEndpoint("v1", Endpoint("10.1.0.1", PORT), Fraction(3, 4)),),
-                      (BackendShare("v1", 3, Fraction(3, 4), True), BackendShare("gone", 1, Fraction(1, 4), False)),
-                      (RefusedShare("gone", Fraction(1, 4)),))
-    refuse6 = split_port("fd00:200::33", {"gone": 1}, {}, service="empty6")
+    route = split_port({"v1": 3, "gone": 1}, {"v1": ["10.1.0.1"]}, ip="10.100.200.34", service="routed", split="r",
+                       kind="HTTPRoute")
+    refuse6 = split_port({"gone": 1}, {}, ip="fd00:200::33", service="empty6")
     dp = IptablesDataplane(netns=netns, mode=mode)
     with Topology(netns) as topo:
         topo.listen("10.100.200.34", "fd00:200::33", port=80)
@@ -164,7 +81,7 @@ def test_a_refused_share_is_refused_by_weight_and_ipv6_refuses_too(netns, mode):
         results = topo.connect("10.100.200.34", 80, n=400)
         assert set(results) <= {0, errno.ECONNREFUSED}
         refused = results.count(errno.ECONNREFUSED)
-        assert abs(refused - 100) <= 4 * math.sqrt(400 * 0.25 * 0.75), refused
+        assert_shares({"v1": 400 - refused, "gone": refused}, {"v1": 3, "gone": 1})
         assert topo.connect("fd00:200::33", 80, n=5) == [errno.ECONNREFUSED] * 5
         got = topo.accepted()
         assert got["10.1.0.1"] == 400 - refused and got["10.100.200.34"] == got["fd00:200::33"] == 0
@@ -214,8 +131,7 @@ def test_weight_change_and_removal_converge(netns, mode):
         topo.address(*CLUSTER_IPS)
         topo.listen(*ENDPOINTS)
         dp.sync([SEED, REFUSE])
-        rolled = split_port("10.100.200.30", {"my-app-v1": 0, "my-app-v2": 1000},
-                            {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]})
+        rolled = split_port({"my-app-v1": 0, "my-app-v2": 1000}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]}, ip="10.100.200.30")
         result = dp.sync([rolled])
         assert (result.written, result.removed, result.unchanged) == (1, 1, 0)
         topo.connect("10.100.200.30", 80, n=30)
@@ -268,8 +184,7 @@ def test_observe_counts_connections_per_backend(netns, mode):
 
 
 def _two(ip: str, v1: int, v2: int) -> SplitPort:
-    return split_port(ip, {"my-app-v1": v1, "my-app-v2": v2}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]},
-                      service=f"svc-{ip.rsplit('.', 1)[1]}")
+    return split_port({"my-app-v1": v1, "my-app-v2": v2}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]}, ip=ip, service=f"svc-{ip.rsplit('.', 1)[1]}")
 
 
 @pytest.mark.parametrize("how", ["partial", "restarted"])

@@ -20,7 +20,8 @@ from kernsplit.agent.lab.timescale import scaled
 from kernsplit.agent.netns import entered
 from conftest import throwaway_netns, unique_name
 
-from test_agent_iptables_dataplane import PORT, mode, split_port  # noqa: F401 (fixture)
+from test_agent_iptables_dataplane import mode  # noqa: F401 (fixture)
+from tests.fixtures import PORT, split_port
 
 pytestmark = pytest.mark.kernel
 
@@ -90,7 +91,7 @@ def test_endpoint_connecting_to_its_own_service_lands_on_itself(netns, mode):
     with pods_on_bridge(netns, me, other) as (pod, client):
         listener = _listen(pod, me)
         try:
-            IptablesDataplane(netns=netns, mode=mode).sync([split_port(CLUSTER_IP, {"v1": 1}, {"v1": [me]})])
+            IptablesDataplane(netns=netns, mode=mode).sync([split_port({"v1": 1}, {"v1": [me]}, ip=CLUSTER_IP)])
             # hairpin: masqueraded to the node's address, so the reply goes back through the node
             assert _connect_and_see_peer(pod, listener, 20) == [NODE_IP] * 20
             # any other client keeps its own address

@@ -15,12 +15,13 @@ from kernsplit.agent.dataplane.iptables import IptablesDataplane
 from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 
-from test_agent_iptables_dataplane import Topology, _strip_dates, mode, split_port  # noqa: F401
+from test_agent_iptables_dataplane import _strip_dates, mode  # noqa: F401
+from tests.fixtures import Topology, split_port
 
 pytestmark = pytest.mark.kernel
 
 VIP = "10.100.200.30"
-SPLIT = split_port(VIP, {"v1": 1}, {"v1": ["10.1.0.1"]})
+SPLIT = split_port({"v1": 1}, {"v1": ["10.1.0.1"]}, ip=VIP)
 FOREIGN = (f"*nat\n:KUBE-SERVICES - [0:0]\n"
            f"-A KUBE-SERVICES -d {VIP}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.1.0.9:8080\n"
            f"-I OUTPUT 1 -j KUBE-SERVICES\nCOMMIT\n")

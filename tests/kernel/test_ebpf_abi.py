@@ -57,3 +57,23 @@ def test_map_sizes_match_the_header_limits(compiled):
 
 def test_every_pinned_map_has_a_mirror(compiled):
     assert set(loader.MAPS) == set(abi.MAP_TYPES)
+
+
+def test_every_mirror_matches_the_compiled_btf(compiled):
+    loader.check_alignment({n: compiled.get_table(n.encode()).map_fd for n in loader.MAPS})
+
+
+class WrongSlot(ct.Structure):
+    # `port` and `backend` swapped: both 16 bits, so only their offsets give it away.
+    _fields_ = [("last", ct.c_uint32), ("addr", ct.c_uint32 * 4), ("backend", ct.c_uint16),
+                ("port", ct.c_uint16), ("flags", ct.c_uint32)]
+
+
+def test_loading_with_a_wrong_mirror_fails_naming_the_field_and_pins_nothing(monkeypatch, tmp_path):
+    monkeypatch.setitem(abi.MAP_TYPES, "ks_slots", (abi.SlotKey, WrongSlot))
+    pins = loader.Pins(tmp_path / "pins")
+    with pytest.raises(loader.AlignmentError) as err:
+        loader.compile_and_pin(pins)
+    assert "ks_slots value (struct ks_slot).backend: at offset 22 compiled, 20 mirrored" in str(err.value)
+    assert "fix abi.py" in str(err.value)
+    assert not pins.root.exists()

@@ -3,127 +3,15 @@ into the cgroup whose connect() calls the programs rewrite."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import threading
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
-from kernsplit.agent import mounts
-from kernsplit.agent.lab.timescale import scaled
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
-from kernsplit.agent.netns import entered
-from tests.conftest import unique_name
-from tests.fixtures import program_ids
+from tests.fixtures import assert_golden, lab, labels, make, program_ids, split_port  # noqa: F401 (`lab`: a fixture)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
-
-
-# Runs in a child: join the cgroup, enter the netns, connect N times, report what it saw.
-CLIENT = r"""
-import ctypes, json, os, socket, sys
-from kernsplit.agent.lab.timescale import scaled
-cgroup, netns, host, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
-fd = os.open(netns, os.O_RDONLY)
-assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0
-fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-out = []
-for _ in range(n):
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(scaled(2))
-    try:
-        s.connect((host, port))
-        peer = s.getpeername()[:2]
-        out.append({"label": s.recv(64).decode(), "peer": [peer[0], peer[1]]})
-    except OSError as e:
-        out.append({"error": e.errno})
-    finally:
-        s.close()
-print(json.dumps(out))
-"""
-
-
-def split_port(cluster_ip, port, backends, name="my-app-split", service="my-app"):
-    """backends: [(name, weight, [(ip, port), ...])]; shares computed like the model does."""
-    live = [(b, w, eps) for b, w, eps in backends if w > 0 and eps]
-    total = sum(w for _, w, _ in live)
-    shares = {b: Fraction(w, total) for b, w, _ in live}
-    endpoints = tuple(sorted(
-        (WeightedEndpoint(b, Endpoint(ip, p), shares[b] / len(eps)) for b, w, eps in live for ip, p in eps),
-        key=lambda e: (e.backend, e.endpoint)))
-    return SplitPort("default", service, name, "TrafficSplit", cluster_ip, port, "http", "TCP", endpoints,
-                     tuple(BackendShare(b, w, shares.get(b, Fraction(0)), bool(eps)) for b, w, eps in backends))
-
-
-@pytest.fixture
-def lab(netns):
-    """A netns with addresses on lo, listeners that answer with their label, and a cgroup."""
-    path = f"/var/run/netns/{netns}"
-    subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.1/32", "dev", "lo"], check=True)
-    subprocess.run(["ip", "-n", netns, "addr", "add", "10.1.0.2/32", "dev", "lo"], check=True)
-    subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::1/128", "dev", "lo", "nodad"], check=True)
-    subprocess.run(["ip", "-n", netns, "-6", "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"], check=True)
-    cgroup = mounts.cgroup2() / unique_name("cg")   # wherever this host mounts cgroup v2
-    cgroup.mkdir()
-    bpffs = Path("/sys/fs/bpf") / unique_name("bf")
-    stop = threading.Event()
-    sockets = []
-
-    def listen(ip, port, label):
-        with entered(path):
-            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((ip, port))
-        s.listen(512)
-        s.settimeout(0.2)
-        sockets.append(s)
-
-        def serve():
-            while not stop.is_set():
-                try:
-                    c, _ = s.accept()
-                except (socket.timeout, OSError):
-                    continue
-                c.sendall(label.encode())
-                c.close()
-        threading.Thread(target=serve, daemon=True).start()
-
-    def client(host, port, n):
-        proc = subprocess.run([sys.executable, "-c", CLIENT, str(cgroup), path, host, str(port), str(n)],
-                              capture_output=True, text=True, timeout=scaled(60))
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-
-    class Lab:
-        pass
-    lab = Lab()
-    lab.netns, lab.cgroup, lab.bpffs, lab.listen, lab.client = path, cgroup, bpffs, listen, client
-    try:
-        yield lab
-    finally:
-        stop.set()
-        for s in sockets:
-            s.close()
-        from kernsplit.agent.dataplane.ebpf.loader import Pins, remove
-        remove(Pins(bpffs))
-        cgroup.rmdir()
-
-
-def make(lab):
-    from kernsplit.agent.dataplane.ebpf import EbpfDataplane
-    return EbpfDataplane(cgroup=lab.cgroup, bpffs=lab.bpffs)
-
-
-def labels(results):
-    out = {}
-    for r in results:
-        key = r.get("label", f"errno {r.get('error')}")
-        out[key] = out.get(key, 0) + 1
-    return out
 
 
 def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):
@@ -132,9 +20,7 @@ def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):
     lab.listen("10.1.0.2", 9090, "v3")
     dp = make(lab)
     try:
-        r = dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 700, [("10.1.0.1", 8080)]),
-                                                         ("my-app-v2", 300, [("10.1.0.2", 8080)]),
-                                                         ("my-app-v3", 0, [("10.1.0.2", 9090)])])])
+        r = dp.sync([split_port({"my-app-v1": 700, "my-app-v2": 300, "my-app-v3": 0}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)], "my-app-v3": [("10.1.0.2", 9090)]}, ip="10.100.200.30", port=80)])
         assert (r.written, r.removed, r.unchanged) == (1, 0, 0)
         seen = labels(lab.client("10.100.200.30", 80, 400))
         assert set(seen) <= {"v1", "v2"}, seen            # weight 0 never, no errors
@@ -153,7 +39,7 @@ def test_connect_to_cluster_ip_lands_on_backends_by_weight(lab):
 def test_getpeername_returns_cluster_ip_and_port(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     dp = make(lab)
-    dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+    dp.sync([split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)])
     dp.close()
     [r] = lab.client("10.100.200.30", 80, 1)
     assert r == {"label": "v1", "peer": ["10.100.200.30", 80]}
@@ -161,7 +47,7 @@ def test_getpeername_returns_cluster_ip_and_port(lab):
 
 def test_refusing_split_fails_connect_with_econnrefused_at_once(lab):
     dp = make(lab)
-    dp.sync([split_port("10.100.200.31", 80, [("my-app-v1", 1, [])])])
+    dp.sync([split_port({"my-app-v1": 1}, {"my-app-v1": []}, ip="10.100.200.31", port=80)])
     dp.close()
     results = lab.client("10.100.200.31", 80, 3)
     assert results == [{"error": 111}] * 3     # ECONNREFUSED, not EPERM nor a timeout
@@ -173,8 +59,7 @@ def test_ipv6_split_through_connect6(lab):
     lab.listen("fd00:5::1", 8080, "v1")
     lab.listen("fd00:5::2", 8080, "v2")
     dp = make(lab)
-    dp.sync([split_port("fd00:100::30", 80, [("my-app-v1", 1, [("fd00:5::1", 8080)]),
-                                               ("my-app-v2", 1, [("fd00:5::2", 8080)])])])
+    dp.sync([split_port({"my-app-v1": 1, "my-app-v2": 1}, {"my-app-v1": [("fd00:5::1", 8080)], "my-app-v2": [("fd00:5::2", 8080)]}, ip="fd00:100::30", port=80)])
     dp.close()
     results = lab.client("fd00:100::30", 80, 60)
     assert labels(results).keys() == {"v1", "v2"}
@@ -184,8 +69,7 @@ def test_ipv6_split_through_connect6(lab):
 def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
-    desired = [split_port("10.100.200.30", 80, [("my-app-v1", 900, [("10.1.0.1", 8080)]),
-                                                  ("my-app-v2", 100, [("10.1.0.2", 8080)])])]
+    desired = [split_port({"my-app-v1": 900, "my-app-v2": 100}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.30", port=80)]
     first = make(lab)
     first.sync(desired)
     ids = program_ids(first)
@@ -197,8 +81,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
     assert (r.written, r.removed, r.unchanged) == (0, 0, 1)
     assert second.compile_seconds is None and second.links_created == 0
     # Rollout: v2 only. Map updates only: same programs, still attached.
-    rollout = [split_port("10.100.200.30", 80, [("my-app-v1", 0, [("10.1.0.1", 8080)]),
-                                                  ("my-app-v2", 1000, [("10.1.0.2", 8080)])])]
+    rollout = [split_port({"my-app-v1": 0, "my-app-v2": 1000}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.30", port=80)]
     assert second.sync(rollout).written == 1
     assert program_ids(second) == ids
     assert labels(lab.client("10.100.200.30", 80, 50)) == {"v2": 50}
@@ -212,7 +95,7 @@ def test_restart_adopts_pins_and_weight_change_is_a_map_update(lab):
 
 def test_cleanup_leaves_no_program_attachment_or_pin(lab):
     dp = make(lab)
-    dp.sync([split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+    dp.sync([split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)])
     ids = set(program_ids(dp).values())
     assert dp.installed()
     attached = subprocess.run(["bpftool", "-j", "cgroup", "show", str(lab.cgroup)],
@@ -231,8 +114,7 @@ def test_cleanup_leaves_no_program_attachment_or_pin(lab):
 def test_weight_flips_under_a_connect_loop_never_fail_a_connect(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
-    only = lambda w1, w2: [split_port("10.100.200.30", 80, [("my-app-v1", w1, [("10.1.0.1", 8080)]),  # noqa: E731
-                                                              ("my-app-v2", w2, [("10.1.0.2", 8080)])])]
+    only = lambda w1, w2: [split_port({"my-app-v1": w1, "my-app-v2": w2}, {"my-app-v1": [("10.1.0.1", 8080)], "my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.30", port=80)]
     dp = make(lab)
     dp.sync(only(1, 0))
     stop = threading.Event()
@@ -259,7 +141,7 @@ def test_full_resync_repairs_a_hand_deleted_entry(lab):
     from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, encode_key
     from kernsplit.agent.dataplane.ebpf.plan import Addr
     lab.listen("10.1.0.1", 8080, "v1")
-    desired = [split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])]
+    desired = [split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)]
     dp = make(lab)
     dp.sync(desired)
     maps = KernelMaps(dp.pins)                 # someone else deletes our service entry
@@ -269,3 +151,17 @@ def test_full_resync_repairs_a_hand_deleted_entry(lab):
     assert dp.sync(desired, full=True).written == 1
     dp.close()
     assert labels(lab.client("10.100.200.30", 80, 5)) == {"v1": 5}
+
+
+def test_preview_of_an_installed_split_is_the_flip_and_writes_nothing(lab):
+    seed = split_port({"my-app-v1": 900, "my-app-v2": 100}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]})
+    rollout = split_port({"my-app-v1": 0, "my-app-v2": 1000}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]})
+    dp = make(lab)
+    try:
+        dp.sync([seed])
+        assert dp.preview([seed]).splitlines()[1:] == ["# up to date, nothing to write"]
+        assert_golden("dry-run/ebpf-rollout.golden", dp.preview([rollout]))
+        assert [s.backends for s in dp.observe()] == [s.backends for s in make(lab).observe()]
+        assert dp.sync([seed]).unchanged == 1             # the preview changed nothing
+    finally:
+        dp.close()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import program_ids
-from tests.kernel.test_ebpf_dataplane import lab, labels, split_port  # noqa: F401 - `lab` is a fixture
+from tests.fixtures import split_port
+from tests.fixtures import lab, labels  # noqa: F401 - `lab` is a fixture
 from kernsplit.agent.lab.timescale import scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
@@ -112,7 +113,8 @@ def pod(lab):
 def two_versions(lab):
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
-    return [split_port(*VIP, [("my-app-v1", 1, [("10.1.0.1", 8080)]), ("my-app-v2", 1, [("10.1.0.2", 8080)])])]
+    return [split_port({"my-app-v1": 1, "my-app-v2": 1}, {"my-app-v1": ["10.1.0.1"], "my-app-v2": ["10.1.0.2"]},
+                       ip=VIP[0], port=VIP[1])]
 
 
 def test_with_split_uid_the_proxy_sees_the_cluster_ip_and_its_connect_is_split(pod):

@@ -6,21 +6,23 @@ import logging
 
 import pytest
 
-from tests.kernel.test_ebpf_dataplane import lab, labels, make, split_port  # noqa: F401 - `lab` is a fixture
+from tests.fixtures import lab, labels, make  # noqa: F401 - `lab` is a fixture
+from tests.fixtures import split_port
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
 
 
 def oversized(ip, port, target):
     """18 backends: more than the eBPF maps hold (16 backendRefs + the root)."""
-    return split_port(ip, port, [(f"my-app-b{i}", 1, [target]) for i in range(18)], name="too-big")
+    names = [f"my-app-b{i}" for i in range(18)]
+    return split_port(dict.fromkeys(names, 1), dict.fromkeys(names, [target]), ip=ip, port=port, split="too-big")
 
 
 def test_oversized_split_is_skipped_and_the_others_work(lab, caplog):
     lab.listen("10.1.0.1", 8080, "v1")
     lab.listen("10.1.0.2", 8080, "v2")
-    normal = split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])
-    good_big = split_port("10.100.200.31", 80, [("my-app-v2", 1, [("10.1.0.2", 8080)])], name="too-big")
+    normal = split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)
+    good_big = split_port({"my-app-v2": 1}, {"my-app-v2": [("10.1.0.2", 8080)]}, ip="10.100.200.31", port=80, split="too-big")
     dp = make(lab)
     try:
         dp.sync([good_big])                              # last good state of .31
@@ -48,7 +50,7 @@ def test_oversized_new_split_installs_nothing(lab):
     dp = make(lab)
     try:
         dp.sync([oversized("10.100.200.32", 80, ("10.1.0.1", 8080)),
-                 split_port("10.100.200.30", 80, [("my-app-v1", 1, [("10.1.0.1", 8080)])])])
+                 split_port({"my-app-v1": 1}, {"my-app-v1": [("10.1.0.1", 8080)]}, ip="10.100.200.30", port=80)])
         assert [(o.cluster_ip, o.port) for o in dp.observe()] == [("10.100.200.30", 80)]
         assert labels(lab.client("10.100.200.32", 80, 2)) == {"errno 101": 2}   # not rewritten
     finally:

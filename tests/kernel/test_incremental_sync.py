@@ -21,7 +21,7 @@ from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 from test_agent_iptables_dataplane import Topology
-from test_ebpf_dataplane import lab, make  # noqa: F401  (the eBPF lab fixture)
+from tests.fixtures import lab, make  # noqa: F401  (the eBPF lab fixture)
 
 pytestmark = pytest.mark.kernel
 

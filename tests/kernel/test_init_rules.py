@@ -17,14 +17,15 @@ from kernsplit.agent.iptables import exec as ipt
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.ownership import owned
-from kernsplit.agent.iptables.render import render_full
 from kernsplit.agent.iptables.saved import parse_save
 from kernsplit.agent.lab.timescale import scaled
+from kernsplit.agent.netns import entered
 from kernsplit.init import apply, plan
 from kernsplit.init.cli import main
 from kernsplit.init.config import build_config
-from kernsplit.init.namespace import CLOSE_WAIT_SYSCTL, close_wait_timeout
+from kernsplit.init.namespace import CLOSE_WAIT_SYSCTL
 from conftest import throwaway_netns  # tests/conftest.py (pytest puts tests/ on sys.path)
+from tests.fixtures import render_full
 
 pytestmark = pytest.mark.kernel
 BACKENDS = ["legacy", "nft"]
@@ -175,6 +176,11 @@ def test_one_restore_is_all_or_nothing(netns, backend):
         ipt.restore(netns, IptablesBackend(backend), Family.V4, bad)
     assert "KS-PROXY-INIT" not in state(netns, backend)[Family.V4]
     assert state(netns, backend)[Family.V6] == before[Family.V6]
+
+
+def close_wait_timeout(netns) -> int:
+    with entered(netns):
+        return int(CLOSE_WAIT_SYSCTL.read_text().strip())
 
 
 def test_close_wait_timeout_is_set_in_the_namespace_only(netns):

@@ -55,7 +55,7 @@ def test_nothing_runs_privileged_and_every_capability_is_added_after_dropping_al
 def test_capabilities_are_the_measured_sets():
     # tests/kernel/test_capabilities.py runs each role with exactly these and with one fewer.
     assert sorted(added_capabilities(agent("overlays/iptables"))) == ["NET_ADMIN", "NET_RAW"]
-    assert sorted(added_capabilities(agent("overlays/ebpf"))) == ["BPF", "NET_ADMIN"]
+    assert sorted(added_capabilities(agent("overlays/ebpf"))) == ["BPF", "NET_ADMIN", "PERFMON"]
     assert sorted(added_capabilities(proxy_init())) == ["NET_ADMIN", "NET_RAW"]
 
 

@@ -8,14 +8,13 @@ import pytest
 from kernsplit.agent.dataplane.ebpf import abi, plan
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
 
+from tests.fixtures import split_port
+
 
 def split(ip="10.100.200.30", port=80, weights=(900, 100), name="my-app-split"):
-    total = sum(weights)
-    backends = tuple(BackendShare(f"my-app-v{i + 1}", w, Fraction(w, total or 1), True)
-                     for i, w in enumerate(weights))
-    endpoints = tuple(WeightedEndpoint(b.service, Endpoint(f"10.1.{i}.1", 8080), b.share)
-                      for i, b in enumerate(backends) if b.weight)
-    return SplitPort("default", "my-app", name, "TrafficSplit", ip, port, "http", "TCP", endpoints, backends)
+    names = [f"my-app-v{i + 1}" for i in range(len(weights))]
+    return split_port(dict(zip(names, weights)), {n: [f"10.1.{i}.1"] for i, n in enumerate(names)},
+                      ip=ip, port=port, split=name)
 
 
 def apply(installed, desired):

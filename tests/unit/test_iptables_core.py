@@ -7,10 +7,11 @@ import pytest
 from kernsplit.agent.iptables.diff import UndefinedTarget, diff
 from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.ownership import JumpPlacement, Ownership, owned
-from kernsplit.agent.iptables.render import render, render_full
+from kernsplit.agent.iptables.render import render
 from kernsplit.agent.iptables.rule import Rule
 from kernsplit.agent.iptables.ruleset import Chain, Ruleset, Table
 from kernsplit.agent.iptables.saved import parse_save
+from tests.fixtures import render_full
 
 OURS = Ownership(lambda c: c.startswith("KS-T-"), ("nat",), JumpPlacement.FIRST)
 JUMP = Rule("OUTPUT", ("-j", "KS-T-A"))

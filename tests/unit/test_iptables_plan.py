@@ -4,40 +4,24 @@ Refresh the golden files after an intended change with KS_UPDATE_GOLDEN=1.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
-from kernsplit.agent.dataplane.iptables.plan import plan
-from tests.fixtures import agent_render_full as render_full
-from kernsplit.agent.dataplane.iptables import names, probability
 from kernsplit.agent.commands.show import as_table
+from kernsplit.agent.dataplane.iptables import names, probability
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
+from kernsplit.agent.dataplane.iptables.plan import plan
 from kernsplit.agent.iptables.ruleset import Ruleset
-from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
+from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
-GOLDEN = Path(__file__).parent / "golden" / "dataplane"
+from tests.fixtures import REFUSE, ROUTE, SCENARIOS, SEED, SEVENTY, TEN, assert_golden, split_port
+from tests.fixtures import agent_render_full as render_full
 
-
-def split_port(weights: dict[str, int], endpoints: dict[str, list[str]], *, ip="10.100.200.30",
-               port=80, service="my-app", split="my-app-split", ep_port=8080) -> SplitPort:
-    """A resolved split as the model would hand it over: endpoints share their backend's weight."""
-    live = {b: w for b, w in weights.items() if w and endpoints.get(b)}
-    total = sum(live.values())
-    eps = []
-    for b in sorted(live):
-        for ip_ in endpoints[b]:
-            eps.append(WeightedEndpoint(b, Endpoint(ip_, ep_port), Fraction(live[b], total * len(endpoints[b]))))
-    backends = tuple(BackendShare(b, w, Fraction(live[b], total) if b in live else Fraction(0), bool(endpoints.get(b)))
-                     for b, w in weights.items())
-    return SplitPort("default", service, split, "TrafficSplit", ip, port, "http", "TCP",
-                     tuple(sorted(eps, key=lambda e: (e.backend, e.endpoint))), backends)
+CASES = {name: (list(sc.ports), sc.family) for name, sc in SCENARIOS.items()}
 
 
 def as_saved(restore_text: str) -> str:
@@ -46,40 +30,10 @@ def as_saved(restore_text: str) -> str:
     return re.sub(r"^-I (\S+) 1 ", r"-A \1 ", restore_text, flags=re.M)
 
 
-SEED = split_port({"my-app-v1": 900, "my-app-v2": 100},
-                  {"my-app-v1": ["10.1.0.1", "10.1.0.2", "10.1.0.3"], "my-app-v2": ["10.1.0.4", "10.1.0.5", "10.1.0.6"]})
-SEVENTY = split_port({"a": 70, "b": 30, "c": 0}, {"a": ["10.1.1.1"], "b": ["10.1.1.2"], "c": ["10.1.1.3"]},
-                     ip="10.100.200.31", service="three")
-TEN = split_port({f"b{i}": 1 for i in range(10)}, {f"b{i}": [f"10.1.2.{i + 1}"] for i in range(10)},
-                 ip="10.100.200.32", service="ten")
-REFUSE = split_port({"gone": 1}, {}, ip="10.100.200.33", service="empty")
-# A Gateway route whose backendRef `gone` does not resolve: it keeps weight 1 and its quarter is refused.
-ROUTE = SplitPort("default", "routed", "r", "HTTPRoute", "10.100.200.34", 80, "http", "TCP",
-                  (WeightedEndpoint("v1", Endpoint("10.1.3.1", 8080), Fraction(3, 4)),),
-                  (BackendShare("v1", 3, Fraction(3, 4), True), BackendShare("gone", 1, Fraction(1, 4), False)),
-                  (RefusedShare("gone", Fraction(1, 4)),))
-V6 = split_port({"v1": 900, "v2": 100}, {"v1": ["fd00:1::1"], "v2": ["fd00:1::2"]}, ip="fd00:200::30",
-                service="six")
-
-CASES = {
-    "seed-90-10": ([SEED], Family.V4),
-    "70-30-0": ([SEVENTY], Family.V4),
-    "ten-equal": ([TEN], Family.V4),
-    "refuse": ([REFUSE], Family.V4),
-    "mixed": ([SEED, REFUSE, V6], Family.V4),
-    "route-refused-share": ([ROUTE], Family.V4),
-    "ipv6": ([V6, SEED], Family.V6),
-}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_ruleset_matches_golden(case):
     ports, family = CASES[case]
-    text = render_full(plan(ports, family))
-    path = GOLDEN / f"{case}.golden"
-    if os.environ.get("KS_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text()
+    assert_golden(f"dataplane/{case}.golden", render_full(plan(ports, family)))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

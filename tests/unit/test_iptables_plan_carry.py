@@ -3,15 +3,15 @@ rewritten rules get them back, and which ones are lost (weight 0, removed endpoi
 from __future__ import annotations
 
 from kernsplit.agent.dataplane.iptables import carry, names
-from tests.fixtures import agent_diff as diff
 from kernsplit.agent.dataplane.iptables.plan import plan
-from tests.fixtures import agent_render as render_changes
-from tests.fixtures import agent_owned as owned
-from tests.fixtures import agent_render_full as render_full
 from kernsplit.agent.iptables.kinds import Family
 from kernsplit.agent.iptables.saved import parse_save
 
 from test_iptables_plan import as_saved, SEED, SEVENTY, split_port
+from tests.fixtures import agent_diff as diff
+from tests.fixtures import agent_owned as owned
+from tests.fixtures import agent_render as render_changes
+from tests.fixtures import agent_render_full as render_full
 
 ENDPOINTS = {"my-app-v1": ["10.1.0.1", "10.1.0.2", "10.1.0.3"], "my-app-v2": ["10.1.0.4", "10.1.0.5", "10.1.0.6"]}
 

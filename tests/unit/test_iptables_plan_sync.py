@@ -1,17 +1,17 @@
 """Partial sync planning (kube-proxy style), without a kernel: only changed chains are written."""
 from __future__ import annotations
 
-from tests.fixtures import agent_diff as diff
-from kernsplit.agent.dataplane.iptables.plan import plan
-from tests.fixtures import agent_render as render_changes
 from kernsplit.agent.dataplane.iptables import names
-from kernsplit.agent.iptables.ruleset import Ruleset
+from kernsplit.agent.dataplane.iptables.plan import plan
 from kernsplit.agent.iptables.kinds import Family
+from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import parse_save
-from tests.fixtures import agent_owned as owned
-from tests.fixtures import agent_render_full as render_full
 
 from test_iptables_plan import as_saved, REFUSE, SEED, SEVENTY, split_port
+from tests.fixtures import agent_diff as diff
+from tests.fixtures import agent_owned as owned
+from tests.fixtures import agent_render as render_changes
+from tests.fixtures import agent_render_full as render_full
 
 
 def _kernel_after(*ports) -> Ruleset:

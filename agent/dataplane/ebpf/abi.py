@@ -1,8 +1,10 @@
 """ctypes mirrors of bpf/ks_types.h, for maps opened from their pins without compiling.
 
 A restarted agent adopts pinned maps without recompiling, so it has no BCC module to take the
-types from. These mirrors are checked field by field (names, offsets, sizes) against the types
-BCC derives from the header by tests/kernel/test_ebpf_abi.py; keep them in step with the header.
+types from. These mirrors are checked field by field (names, offsets, sizes) against the compiled
+object's BTF every time the loader compiles the programs (`alignment`: a mismatch stops the load
+with an error naming the field), and by tests/kernel/test_ebpf_abi.py; keep them in step with the
+header.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ _SIGNATURES = {
     "bpf_link_detach": [ct.c_int],
     "bpf_link_update": [ct.c_int, ct.c_int, ct.c_void_p],
     "bpf_obj_get_info_by_fd": [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)],
+    "bpf_btf_get_fd_by_id": [ct.c_uint32],
 }
 
 
@@ -113,7 +114,16 @@ class Map:
 class _MapInfo(ct.Structure):
     # struct bpf_map_info head (uapi/linux/bpf.h); the tail is left zero for the kernel.
     _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
-                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("rest", ct.c_uint8 * 108)]
+                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32),
+                ("name", ct.c_char * 16), ("ifindex", ct.c_uint32), ("btf_vmlinux_value_type_id", ct.c_uint32),
+                ("netns_dev", ct.c_uint64), ("netns_ino", ct.c_uint64), ("btf_id", ct.c_uint32),
+                ("btf_key_type_id", ct.c_uint32), ("btf_value_type_id", ct.c_uint32), ("rest", ct.c_uint8 * 52)]
+
+
+class _BtfInfo(ct.Structure):
+    # struct bpf_btf_info (uapi/linux/bpf.h)
+    _fields_ = [("btf", ct.c_uint64), ("btf_size", ct.c_uint32), ("id", ct.c_uint32), ("name", ct.c_uint64),
+                ("name_len", ct.c_uint32), ("kernel_btf", ct.c_uint32)]
 
 
 def map_sizes(fd: int, what: str) -> tuple[int, int]:
@@ -122,6 +132,27 @@ def map_sizes(fd: int, what: str) -> tuple[int, int]:
     info = _MapInfo()
     obj_info(fd, info, f"map info {what}")
     return info.key_size, info.value_size
+
+
+def map_btf(fd: int, what: str) -> tuple[int, int, int]:
+    """(BTF object id, key type id, value type id) of an open map; zeros when it has no BTF."""
+    info = _MapInfo()
+    obj_info(fd, info, f"map info {what}")
+    return info.btf_id, info.btf_key_type_id, info.btf_value_type_id
+
+
+def btf_bytes(btf_id: int) -> bytes:
+    """The raw BTF (header, types, strings) of a loaded BTF object."""
+    fd = _check(_lib().bpf_btf_get_fd_by_id(btf_id), f"open BTF {btf_id}")
+    try:
+        info = _BtfInfo()
+        obj_info(fd, info, f"BTF {btf_id} info")
+        buf = ct.create_string_buffer(info.btf_size)
+        info = _BtfInfo(btf=ct.addressof(buf), btf_size=len(buf))
+        obj_info(fd, info, f"BTF {btf_id}")
+        return buf.raw[:info.btf_size]
+    finally:
+        os.close(fd)
 
 
 class _LinkInfo(ct.Structure):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kernsplit.agent import mounts
 from kernsplit.agent.dataplane.base import Desired, ObservedBackend, ObservedSplit, PortKey, SyncResult, by_key
-from kernsplit.agent.dataplane.ebpf import loader, plan, schema
+from kernsplit.agent.dataplane.ebpf import loader, plan, preview, schema
 from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, installed_schema
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -75,9 +75,7 @@ class EbpfDataplane:
         else:
             p = plan.plan([self._images[k] for k in scope if k in self._images], self._known, keep=keep,
                           only=[plan.address_of_key(k) for k in scope])
-        ops = list(p.ops)
-        if full:
-            ops += plan.orphan_ops(p.result, maps.slot_keys(), maps.meta_ids())
+        ops = plan.with_orphans(p, maps.slot_keys(), maps.meta_ids()) if full else list(p.ops)
         start = time.perf_counter()
         try:
             maps.apply(ops)
@@ -114,6 +112,36 @@ class EbpfDataplane:
         if len(self._images) + len(self._rejected) != len(desired):   # the caller's `changed` missed some
             return self._reimage(desired, None)
         return scope
+
+    def preview(self, desired: Desired) -> str:
+        """The map operations a full sync would apply, in flip order; reads the pins, compiles,
+        attaches and writes nothing."""
+        found = [plan.image_or_rejected(sp) for sp in by_key(desired).values()]
+        images = [i for i in found if not isinstance(i, plan.Rejected)]
+        rejected = [r for r in found if isinstance(r, plan.Rejected)]
+        lines = [f"# skipped: {r.message}" for r in rejected]
+        installed: dict = {}
+        ops: list = []
+        if self.pins.complete() and installed_schema(self.pins) == self.config.schema:
+            lines.append("# ebpf: map operations on the pinned install, in the order they would be applied")
+            maps = KernelMaps(self.pins)
+            try:
+                installed = maps.read_all()
+                config_differs = maps.config() != self.config
+                p = plan.plan(images, installed, keep=[r.key for r in rejected])
+                ops = plan.with_orphans(p, maps.slot_keys(), maps.meta_ids())
+            finally:
+                maps.close()
+        else:
+            config_differs = True
+            lines.append("# ebpf: a new install (nothing pinned, or built from another schema): a sync "
+                         "compiles and pins the programs, fills the new maps as below, then attaches")
+            ops = list(plan.plan(images, {}).ops)
+        if config_differs:
+            uids = ", ".join(map(str, self.config.split_uids)) or "all"
+            lines.append(f"write ks_config[0] = this agent's schema fingerprint, split uids: {uids}")
+        body = preview.render(ops)
+        return "\n".join(lines) + "\n" + (body or "# up to date, nothing to write\n")
 
     def cleanup(self) -> None:
         self.close()

@@ -18,11 +18,13 @@ import ctypes as ct
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kernsplit.agent import mounts
-from kernsplit.agent.dataplane.ebpf import bpfsys
+from kernsplit.agent.dataplane.ebpf import abi, alignment, bpfsys
+from kernsplit.agent.dataplane.ebpf.btf import Btf
 from kernsplit.agent.dataplane.ebpf.sources import BPF_SRC, SOURCES
 
 log = logging.getLogger("kernsplit.agent.ebpf")
@@ -125,6 +127,7 @@ def compile_and_pin(pins: Pins) -> float:
     text = "\n".join((BPF_SRC / f).read_text() for f in SOURCES)
     bpf = BPF(text=text.encode(), cflags=[f"-I{BPF_SRC}", "-Wno-unused-function"])
     try:
+        check_alignment({name: bpf.get_table(name.encode()).map_fd for name in MAPS})
         for sub in ("maps", "progs", "links"):
             (pins.root / sub).mkdir(parents=True, exist_ok=True)
         for name in MAPS:
@@ -143,6 +146,32 @@ def compile_and_pin(pins: Pins) -> float:
     finally:
         bpf.cleanup()
     return time.perf_counter() - started
+
+
+class AlignmentError(LoaderError):
+    """The ctypes mirrors (abi.py) disagree with the compiled object: nothing was pinned."""
+
+
+def check_alignment(map_fds: Mapping[str, int], mirrors: Mapping[str, tuple[type, type]] | None = None) -> None:
+    """Compare each map's key and value mirror with the BTF the compiled object gave the map
+    (see `alignment`); raise AlignmentError naming every disagreement. Maps without BTF (a
+    kernel or BCC without it) are not checked, and the log says so."""
+    mirrors = abi.MAP_TYPES if mirrors is None else mirrors
+    btfs: dict[int, Btf] = {}
+    found = {}
+    for name, fd in map_fds.items():
+        btf_id, key_id, value_id = bpfsys.map_btf(fd, name)
+        if btf_id == 0:
+            log.warning("ebpf: map %s has no BTF: its ctypes mirror cannot be checked at load", name)
+            continue
+        if btf_id not in btfs:
+            btfs[btf_id] = Btf(bpfsys.btf_bytes(btf_id))
+        found[name] = (btfs[btf_id], key_id, value_id)
+    problems = alignment.check(found, {n: mirrors[n] for n in found if n in mirrors})
+    if problems:
+        raise AlignmentError("the ctypes mirrors in agent/dataplane/ebpf/abi.py disagree with the compiled "
+                             "bpf/ks_types.h (fix abi.py to match the header; nothing was loaded): "
+                             + "; ".join(problems))
 
 
 class _ProgInfo(ct.Structure):
@@ -267,6 +296,6 @@ def remove(pins: Pins) -> None:
         pins.root.rmdir()
 
 
-__all__ = ["Pins", "LoaderError", "ensure_bpffs", "compile_and_pin", "attach",
+__all__ = ["Pins", "LoaderError", "AlignmentError", "check_alignment", "ensure_bpffs", "compile_and_pin", "attach",
            "swap", "remove", "prog_id", "all_programs", "cgroup_programs", "INTERCEPT_PROGRAMS",
            "TC_PROGRAM"]

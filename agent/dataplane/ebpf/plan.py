@@ -311,6 +311,13 @@ def orphan_ops(installed: Mapping[Addr, Installed], slot_keys: Iterable[tuple[in
             + [DeleteMeta(i) for i in sorted(meta_ids) if i not in live_ids])
 
 
+def with_orphans(p: Plan, slot_keys: Iterable[tuple[int, int]], meta_ids: Iterable[int]) -> list[Op]:
+    """A full sync's operations: the plan's, then deletes of orphans (read before the plan is
+    applied) that the plan does not delete itself."""
+    planned = set(p.ops)
+    return [*p.ops, *(op for op in orphan_ops(p.result, slot_keys, meta_ids) if op not in planned)]
+
+
 def images(desired: Sequence[SplitPort]) -> list[SplitImage]:
     return [image(s) for s in desired]
 

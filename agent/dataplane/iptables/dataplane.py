@@ -151,6 +151,27 @@ class IptablesDataplane:
             unchanged = len(plans) - written
         return SyncResult(written=written, removed=removed, unchanged=unchanged)
 
+    def preview(self, desired: Desired) -> str:
+        """The restore text a full sync would apply per family (without the counter prefixes it
+        adds to carry counters over); reads the kernel, writes nothing."""
+        plans = [port_plan(sp) for sp in by_key(desired).values()]
+        out = []
+        for fam in FAMILIES:
+            want = assemble(plans, fam)
+            saved = self._saved(fam)
+            if saved is None:
+                if want.tables:
+                    raise IptablesError(f"cannot read {fam.value} iptables in netns "
+                                        f"{self.netns or '(current)'}, but {fam.value} splits are configured")
+                continue
+            changes = diff(want, owned(names.OWNERSHIP, fam, saved), names.OWNERSHIP.jumps)
+            tool = ipt.binary("restore", self.backend, fam)
+            if changes.empty:
+                out.append(f"# {fam.value}: {tool}: up to date, nothing to write\n")
+            else:
+                out.append(f"# {fam.value}: input for {tool} --noflush --counters\n{render(changes)}")
+        return "".join(out)
+
     def _replan(self, desired: Mapping[PortKey, SplitPort], changed: frozenset[PortKey] | None) -> dict[PortKey, PortPlan]:
         """Plans for `desired`: the previous ones, except for the changed split ports."""
         if changed is not None:
