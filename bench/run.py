@@ -6,6 +6,8 @@ eBPF) and removes them afterwards. Results: a table on stdout and bench/results/
   proxy-init   apply the default ruleset in a fresh netns: the whole CLI process, and the apply
   <dataplane>  full sync of N split ports; one weight change with N installed (median of 7); a no-op
                full resync; connect()+close() through a split vs straight to the backend (median)
+  kubernetes   `--source kubernetes` with the largest N in the lab API server: start to first sync,
+               RSS, watch event -> kernel and PATCH -> kernel (source_kubernetes.py)
 """
 from __future__ import annotations
 
@@ -90,22 +92,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000", help="split-port counts, comma separated")
     ap.add_argument("--repeat", type=int, default=10, help="proxy-init repetitions (median)")
-    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft"], action="append")
+    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft", "kubernetes"], action="append")
+    ap.add_argument("--changes", type=int, default=100, help="kubernetes: changes timed (p50/p99)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("benchmarks need root (they create network namespaces and cgroups)")
     sizes = [int(s) for s in args.sizes.split(",")]
-    only = args.only or ["proxy-init", *DATAPLANES]
+    only = args.only or ["proxy-init", *DATAPLANES, "kubernetes"]
     results: dict[str, float] = {}
     if "proxy-init" in only:
         results.update(bench_proxy_init(args.repeat))
     for name in (*DATAPLANES, "iptables-nft"):
         if name in only:
             results.update(bench_dataplane(name, sizes))
+    if "kubernetes" in only:
+        import source_kubernetes
+        results.update(source_kubernetes.run(max(sizes), changes=args.changes))
     width = max(map(len, results))
     for key, value in results.items():
-        unit = "µs" if key.endswith("(µs)") else "ms"
-        shown = value if unit == "µs" else value * 1000
+        unit = key[key.rindex("(") + 1:-1]
+        unit, shown = ("ms", value * 1000) if unit == "s" else (unit, value)
         print(f"{key[:key.rindex(' (')]:<{width - 5}} {shown:10.2f} {unit}")
     record = {"machine": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

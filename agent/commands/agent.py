@@ -25,11 +25,13 @@ def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: 
             if v is not None}
 
 
-def source_options(name: str, config_paths: tuple[str, ...], file_settle: float) -> dict:
-    """Constructor keywords for `agent.source.make_source`."""
+def source_options(name: str, config_paths: tuple[str, ...], file_settle: float, kube: dict | None = None) -> dict:
+    """Constructor keywords for `agent.source.make_source`. `kube`: the `KubernetesSettings`
+    fields given on the command line (kubeconfig, context, namespaces, discovery_interval)."""
     if name == "files":
         return {"paths": list(config_paths), "settle": file_settle}
-    return {}
+    from kernsplit.agent.source.kubernetes import KubernetesSettings
+    return {"settings": KubernetesSettings(**(kube or {}))}
 
 
 def check_privileges(dataplane: str, iptables_mode: str, netns: str | None) -> None:
@@ -67,6 +69,14 @@ def _preview(reconciler, dataplane: str) -> int:
                    "given) or the Kubernetes API.")
 @click.option("--config", "config_paths", multiple=True, type=click.Path(exists=True),
               help="Manifest file or directory (repeatable). Required with --source files.")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else the pod's "
+                   "service account).")
+@click.option("--context", "kube_context", default=None, help="kubernetes: kubeconfig context to use.")
+@click.option("--namespace", "namespaces", multiple=True,
+              help="kubernetes: watch only this namespace (repeatable). Default: every namespace.")
+@click.option("--discovery-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="kubernetes: seconds between API discoveries, which find CRDs installed later.")
 @click.option("--file-settle", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="files: apply a change once the files have not changed for this many seconds "
                    "(a file being written is never read half-way).")
@@ -92,8 +102,9 @@ def _preview(reconciler, dataplane: str) -> int:
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
 @cluster_domain_option
-def agent(source, config_paths, file_settle, dataplane, once, dry_run, netns, cgroup, bpffs, split_uids,
-          interception, resync_interval, log_format, log_level, cleanup, iptables_mode, cluster_domain):
+def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_interval, file_settle, dataplane,
+          once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval, log_format, log_level,
+          cleanup, iptables_mode, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     source = source or "files"
@@ -101,6 +112,10 @@ def agent(source, config_paths, file_settle, dataplane, once, dry_run, netns, cg
         raise click.UsageError("--config PATH is required with --source files (unless --cleanup)")
     if config_paths and source != "files":
         raise click.UsageError(f"--config is for --source files, not --source {source}")
+    if source != "kubernetes" and (kubeconfig or kube_context or namespaces):
+        raise click.UsageError("--kubeconfig, --context and --namespace are for --source kubernetes")
+    kube = {"kubeconfig": kubeconfig, "context": kube_context, "namespaces": tuple(namespaces),
+            "discovery_interval": discovery_interval}
     if netns and dataplane == "ebpf":
         log.debug("--netns is not used by the ebpf dataplane (it attaches to --cgroup)")
     if interception and dataplane != "ebpf":
@@ -117,7 +132,7 @@ def agent(source, config_paths, file_settle, dataplane, once, dry_run, netns, cg
     from kernsplit.agent.source import SourceUnavailable, make_source
 
     try:
-        src = None if cleanup else make_source(source, **source_options(source, config_paths, file_settle))
+        src = None if cleanup else make_source(source, **source_options(source, config_paths, file_settle, kube))
     except SourceUnavailable as exc:
         log.error("%s", exc)
         sys.exit(1)

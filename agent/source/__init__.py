@@ -11,6 +11,7 @@ import importlib
 # name -> "module:class"; imported on demand (the Kubernetes client is heavy and optional).
 SOURCES = {
     "files": "kernsplit.agent.source.files:FileSource",
+    "kubernetes": "kernsplit.agent.source.kubernetes:KubernetesSource",
 }
 NAMES = ("files", "kubernetes")
 
