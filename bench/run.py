@@ -6,6 +6,7 @@ eBPF) and removes them afterwards. Results: a table on stdout and bench/results/
   proxy-init   apply the default ruleset in a fresh netns: the whole CLI process, and the apply
   <dataplane>  full sync of N split ports; one weight change with N installed (median of 7); a no-op
                full resync; connect()+close() through a split vs straight to the backend (median)
+  intercept    app -> proxy -> backend requests: iptables vs eBPF interception vs none (intercept_cost.py)
   kubernetes   `--source kubernetes` with the largest N in the lab API server: start to first sync,
                RSS, watch event -> kernel and PATCH -> kernel (source_kubernetes.py)
 """
@@ -27,6 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import fixtures  # noqa: E402
 from connect_cost import measure as connect_cost  # noqa: E402
+from intercept_cost import measure as intercept_cost  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 # iptables: the backend the agent would pick in a fresh namespace (nft where it works).
@@ -92,19 +94,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000", help="split-port counts, comma separated")
     ap.add_argument("--repeat", type=int, default=10, help="proxy-init repetitions (median)")
-    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft", "kubernetes"], action="append")
+    ap.add_argument("--only", choices=["proxy-init", *DATAPLANES, "iptables-nft", "intercept", "kubernetes"], action="append")
     ap.add_argument("--changes", type=int, default=100, help="kubernetes: changes timed (p50/p99)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("benchmarks need root (they create network namespaces and cgroups)")
     sizes = [int(s) for s in args.sizes.split(",")]
-    only = args.only or ["proxy-init", *DATAPLANES, "kubernetes"]
+    only = args.only or ["proxy-init", *DATAPLANES, "intercept", "kubernetes"]
     results: dict[str, float] = {}
     if "proxy-init" in only:
         results.update(bench_proxy_init(args.repeat))
     for name in (*DATAPLANES, "iptables-nft"):
         if name in only:
             results.update(bench_dataplane(name, sizes))
+    if "intercept" in only:
+        results.update(intercept_cost())
     if "kubernetes" in only:
         import source_kubernetes
         results.update(source_kubernetes.run(max(sizes), changes=args.changes))

@@ -1,13 +1,9 @@
 """The eBPF planner: what a sync writes, and in which order (no kernel needed)."""
 from __future__ import annotations
 
-from fractions import Fraction
-
 import pytest
 
 from kernsplit.agent.dataplane.ebpf import abi, plan
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare, SplitPort, WeightedEndpoint
-
 from tests.fixtures import split_port
 
 
@@ -74,10 +70,7 @@ def test_refusing_split_is_one_refusal_slot_over_the_whole_random_space():
 def test_a_refused_route_share_is_a_slot_of_its_weight_counted_against_its_backend():
     """Gateway API: "Connection rejections must respect weight" -- the refused quarter owns exactly a
     quarter of the random space, like an endpoint's share."""
-    sp = SplitPort("default", "my-app", "r", "HTTPRoute", "10.100.200.30", 80, "http", "TCP",
-                   (WeightedEndpoint("v1", Endpoint("10.1.0.1", 8080), Fraction(3, 4)),),
-                   (BackendShare("v1", 3, Fraction(3, 4), True), BackendShare("gone", 1, Fraction(1, 4), False)),
-                   (RefusedShare("gone", Fraction(1, 4)),))
+    sp = split_port({"v1": 3, "gone": 1}, {"v1": ["10.1.0.1"]}, split="r", kind="HTTPRoute")
     img = plan.image(sp)
     assert [(s.refuse, s.backend) for s in img.slots] == [(False, 0), (True, 1)]
     assert img.slots[0].last + 1 == 3 << 30 and img.slots[1].last == 0xFFFFFFFF

@@ -2,10 +2,8 @@
 the skipped one keeps whatever the kernel held for its address (no kernel needed)."""
 from __future__ import annotations
 
-from fractions import Fraction
-
 from kernsplit.agent.dataplane.ebpf import abi, plan
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+from tests.fixtures import split_port
 
 
 def images_or_rejected(desired):
@@ -14,14 +12,11 @@ def images_or_rejected(desired):
             [r for r in out if isinstance(r, plan.Rejected)])
 
 
-def split(ip="10.100.200.30", port=80, backends=2, endpoints_each=1, name="my-app-split", weight_zero=False):
+def split(ip="10.100.200.30", port=80, backends=2, endpoints_each=1, name="my-app-split"):
     names = [f"my-app-v{i}" for i in range(backends)]
-    share = Fraction(1, backends)
-    shares = tuple(BackendShare(n, 0 if weight_zero else 1, share, True) for n in names)
-    eps = tuple(WeightedEndpoint(n, Endpoint(f"10.{i // 256}.{i % 256}.{j // 250 + 1}", 8000 + j % 250),
-                                 share / endpoints_each)
-                for i, n in enumerate(names) for j in range(endpoints_each))
-    return SplitPort("default", "my-app", name, "TrafficSplit", ip, port, "http", "TCP", eps, shares)
+    eps = {n: [(f"10.{i // 256}.{i % 256}.{j // 250 + 1}", 8000 + j % 250) for j in range(endpoints_each)]
+           for i, n in enumerate(names)}
+    return split_port(dict.fromkeys(names, 1), eps, ip=ip, port=port, split=name)
 
 
 def test_sixteen_backendrefs_plus_the_root_fit():

@@ -16,7 +16,6 @@ from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import plan
 from kernsplit.agent.iptables.ruleset import Ruleset
 from kernsplit.agent.iptables.saved import parse_save
-from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
 
 from tests.fixtures import REFUSE, ROUTE, SCENARIOS, SEED, SEVENTY, TEN, assert_golden, split_port
 from tests.fixtures import agent_render_full as render_full
@@ -143,9 +142,7 @@ def test_observe_counts_a_refused_share_against_its_backend():
 
 
 def test_show_says_when_terminating_endpoints_serve():
-    sp = SplitPort("default", "t", "s", "TrafficSplit", "10.100.200.36", 80, "http", "TCP",
-                   (WeightedEndpoint("v1", Endpoint("10.1.4.1", 8080), Fraction(1)),),
-                   (BackendShare("v1", 1, Fraction(1), True, terminating=True),))
+    sp = split_port({"v1": 1}, {"v1": ["10.1.4.1"]}, ip="10.100.200.36", service="t", split="s", terminating=["v1"])
     [split] = observe_tables(parse_save(as_saved(render_full(plan([sp])))))
     assert split.backends[0].terminating
     assert "(terminating endpoints: none is ready, the last resort)" in as_table(split)

@@ -90,8 +90,10 @@ class Pins:
         return self.root / "links" / name
 
     def complete(self) -> bool:
+        """Maps and split programs pinned. The interception programs may be missing: a kernel that
+        refuses them still runs the splits (see `compile_and_pin`)."""
         return (all(self.map(m).exists() for m in MAPS)
-                and all(self.prog(p).exists() for p in all_programs()))
+                and all(self.prog(p).exists() for p in PROGRAMS))
 
     def any(self) -> bool:
         return self.root.exists() and any(self.root.rglob("*"))
@@ -131,7 +133,15 @@ def compile_and_pin(pins: Pins) -> float:
         for name in MAPS:
             bpfsys.obj_pin(bpf.get_table(name.encode()).map_fd, pins.map(name))
         for name, (prog_type, attach_type) in all_programs().items():
-            fn = bpf.load_func(name.encode(), prog_type, attach_type=attach_type)
+            try:
+                fn = bpf.load_func(name.encode(), prog_type, attach_type=attach_type)
+            except Exception as exc:     # BCC raises a bare Exception with the verifier's verdict
+                if name in PROGRAMS:
+                    raise
+                # An interception program this kernel refuses must not cost the splits: it stays
+                # unpinned, and `attach(..., interception=True)` says so.
+                log.warning("ebpf: interception program %s not loaded on this kernel: %s", name, exc)
+                continue
             bpfsys.obj_pin(fn.fd, pins.prog(name))
     finally:
         bpf.cleanup()
@@ -186,6 +196,10 @@ def attach(pins: Pins, cgroup: Path, interception: bool = False) -> int:
     created = 0
     (pins.root / "links").mkdir(parents=True, exist_ok=True)
     wanted = cgroup_programs(interception)
+    refused = [n for n in (*INTERCEPT_PROGRAMS, TC_PROGRAM) if not pins.prog(n).exists()] if interception else []
+    if refused:
+        raise LoaderError(f"interception programs {', '.join(refused)} are not loaded under {pins.root} "
+                          "(this kernel refused them when they were compiled: see the agent's log)")
     for name in INTERCEPT_PROGRAMS:
         if name not in wanted and pins.link(name).exists():
             _unlink(pins.link(name))
