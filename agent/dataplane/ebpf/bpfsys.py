@@ -141,9 +141,30 @@ def map_btf(fd: int, what: str) -> tuple[int, int, int]:
     return info.btf_id, info.btf_key_type_id, info.btf_value_type_id
 
 
+def _own_btf_fd(btf_id: int) -> int | None:
+    """A new fd for BTF object `btf_id` if this process already holds one (BCC keeps the BTF of
+    the object it just compiled open): reading it through our own fd needs no CAP_SYS_ADMIN,
+    which opening a BTF object by id does, and the agent runs without it."""
+    fds = Path("/proc/self/fd")
+    for entry in fds.iterdir():
+        try:
+            if os.readlink(entry) != "anon_inode:btf":
+                continue
+            info = _BtfInfo()
+            obj_info(int(entry.name), info, f"BTF fd {entry.name}")
+        except OSError:
+            continue        # an fd closed meanwhile, or the listing's own fd
+        if info.id == btf_id:
+            return os.dup(int(entry.name))
+    return None
+
+
 def btf_bytes(btf_id: int) -> bytes:
-    """The raw BTF (header, types, strings) of a loaded BTF object."""
-    fd = _check(_lib().bpf_btf_get_fd_by_id(btf_id), f"open BTF {btf_id}")
+    """The raw BTF (header, types, strings) of a loaded BTF object: through an fd this process
+    holds, else opened by id (which the kernel allows only with CAP_SYS_ADMIN)."""
+    fd = _own_btf_fd(btf_id)
+    if fd is None:
+        fd = _check(_lib().bpf_btf_get_fd_by_id(btf_id), f"open BTF {btf_id}")
     try:
         info = _BtfInfo()
         obj_info(fd, info, f"BTF {btf_id} info")
