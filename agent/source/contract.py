@@ -11,6 +11,7 @@ file re-read deletes every object of that scope not in `objects`, so deletes dur
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ RawObject = Mapping[str, Any]     # apiVersion, kind, metadata{namespace,name,ui
 DEFAULT_NAMESPACE = "default"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectKey:
     """One object's identity. `kind` carries the API group, as kubectl writes a resource
     (`HTTPRoute.gateway.networking.k8s.io`, `HTTPRoute.policy.linkerd.io`, `Service`): Gateway
@@ -39,8 +40,9 @@ class ObjectKey:
         """The key of a raw object (a missing namespace is `default`, as `kubectl apply` takes it)."""
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, Mapping) else {}
-        return cls(group_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")),
-                   str(meta.get("namespace") or DEFAULT_NAMESPACE), str(meta.get("name") or ""))
+        # Interned: the same namespace, kind and name strings as the parsed objects hold.
+        return cls(sys.intern(group_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""))),
+                   sys.intern(str(meta.get("namespace") or DEFAULT_NAMESPACE)), sys.intern(str(meta.get("name") or "")))
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}"
