@@ -24,7 +24,7 @@ from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
 from kernsplit.agent.source.contract import ObjectKey, Source
 from kernsplit.agent.source.desired import Delta, DesiredState, PortKey
 from kernsplit.agent.source.events import Delete, Event, EventQueue, Replace, Upsert
-from kernsplit.agent.source.packed import pack
+from kernsplit.agent.source.packed import key_of
 from kernsplit.agent.source.pacer import Pacer, PacerConfig
 from kernsplit.agent.source.store import ObjectStore, ServiceKey
 
@@ -74,14 +74,14 @@ class Reconciler:
         for ev in events:
             if isinstance(ev, Upsert):
                 dirty |= self.store.upsert(ev.scope, ev.obj)
-                touched.add(pack(ev.obj).key)
+                touched.add(key_of(ev.obj))
             elif isinstance(ev, Delete):
                 dirty |= self.store.delete(ev.scope, ev.key)
                 touched.add(ev.key)
             elif isinstance(ev, Replace):
                 before = set(self.store.keys())
                 dirty |= self.store.replace(ev.scope, ev.objects)
-                touched |= {pack(o).key for o in ev.objects} | (before - set(self.store.keys()))
+                touched |= {key_of(o) for o in ev.objects} | (before - set(self.store.keys()))
         delta = self.desired.resolve(self.store, dirty)
         self._pending |= delta.changed
         self._report(touched, dirty)

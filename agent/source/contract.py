@@ -15,9 +15,12 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kernsplit.agent.model.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from kernsplit.agent.source.packed import Packed
 
 RawObject = Mapping[str, Any]     # apiVersion, kind, metadata{namespace,name,uid,resourceVersion}, ...
 
@@ -62,8 +65,9 @@ class Sink(Protocol):
     def delete(self, scope: str, key: ObjectKey) -> None:
         """An object was deleted (unknown keys are ignored)."""
 
-    def replace(self, scope: str, objects: Iterable[RawObject]) -> None:
-        """The complete current content of `scope` (initial list, relist, file re-read)."""
+    def replace(self, scope: str, objects: Iterable[RawObject | Packed]) -> None:
+        """The complete current content of `scope` (initial list, relist, file re-read). Sources
+        hand large lists over packed (`packed.Packed`), so they are never held as dicts at once."""
 
     def ready(self) -> None:
         """Every scope the source must list before a first sync has been listed at least once.

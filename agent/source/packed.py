@@ -40,6 +40,10 @@ def pack(obj: RawObject | Packed) -> Packed:
     return Packed(ObjectKey.of(obj), pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+def key_of(obj: RawObject | Packed) -> ObjectKey:
+    return obj.key if isinstance(obj, Packed) else ObjectKey.of(obj)
+
+
 def packable(obj: object) -> bool:
     """Only objects (mappings) are kept; anything else is not a Kubernetes object."""
     return isinstance(obj, (Mapping, Packed))
