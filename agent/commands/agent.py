@@ -51,6 +51,19 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _serve_metrics(address: str, dp, resync_interval: float):
+    """The metrics endpoint, with per-backend connections read from `dp` at scrape time."""
+    from kernsplit.agent.metrics import KernelCollector, Metrics, serve
+    metrics = Metrics(resync_interval)
+    metrics.add_kernel(KernelCollector(dp.observe))
+    try:
+        server = serve(metrics, address)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"--metrics-addr {address}: {exc}") from exc
+    log.info("metrics on http://%s:%d/metrics", *server.server_address[:2])
+    return metrics
+
+
 def _preview(reconciler, dataplane: str) -> int:
     try:
         text = reconciler.preview()
@@ -97,14 +110,16 @@ def _preview(reconciler, dataplane: str) -> int:
                    "registers pods (no NAT rule in the pods).")
 @click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
               help="Seconds between full resyncs that repair drift.")
+@click.option("--metrics-addr", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9464; [::1]:9464).")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True)
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
 @cluster_domain_option
 def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_interval, file_settle, dataplane,
-          once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval, log_format, log_level,
-          cleanup, iptables_mode, cluster_domain):
+          once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval, metrics_addr, log_format,
+          log_level, cleanup, iptables_mode, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     source = source or "files"
@@ -153,7 +168,9 @@ def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_
     except (OSError, RuntimeError, ValueError) as exc:
         log.error("%s dataplane: %s", dataplane, exc)
         sys.exit(1)
-    reconciler = Reconciler(dp, src, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain)
+    metrics = None if once or not metrics_addr else _serve_metrics(metrics_addr, dp, resync_interval)
+    reconciler = Reconciler(dp, src, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain,
+                            metrics=metrics)
     if dry_run:
         sys.exit(_preview(reconciler, dataplane))
     if once:

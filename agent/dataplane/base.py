@@ -28,6 +28,10 @@ class SyncResult:
     written: int      # split ports (re)programmed in this sync
     removed: int      # split ports of ours removed (no longer desired)
     unchanged: int    # split ports already correct in the kernel, left untouched
+    # One entry per kernel object a full sync found broken and repaired (drift outside the
+    # split ports themselves: a pin, a link, a jump); each is the `what` label of the
+    # kernsplit_kernel_repairs metric, e.g. "ebpf_link". The dataplane logs the details.
+    repaired: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
