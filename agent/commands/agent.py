@@ -9,17 +9,19 @@ import threading
 import click
 
 from kernsplit.agent import caps, logs
-from kernsplit.agent.commands.params import NETNS, cluster_domain_option
+from kernsplit.agent.commands.params import NETNS, cluster_domain_option, iptables_wait_option
 
 log = logging.getLogger("kernsplit.agent")
 
 
 def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: str | None,
-                      bpffs: str | None, split_uids: tuple[int, ...] = (), interception: bool = False) -> dict:
+                      bpffs: str | None, split_uids: tuple[int, ...] = (), interception: bool = False,
+                      iptables_wait: int | None = None) -> dict:
     """Constructor keywords for `agent.dataplane.make_dataplane`: each dataplane gets its own,
     and options left unset are not passed, so the dataplane's defaults apply."""
     if name == "iptables":
-        return {"netns": netns, "mode": iptables_mode}
+        return {"netns": netns, "mode": iptables_mode,
+                **({"lock_wait": iptables_wait} if iptables_wait is not None else {})}
     return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs), ("split_uids", split_uids or None),
                               ("interception", interception or None))
             if v is not None}
@@ -101,10 +103,11 @@ def _preview(reconciler, dataplane: str) -> int:
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
+@iptables_wait_option
 @cluster_domain_option
 def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_interval, file_settle, dataplane,
           once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval, log_format, log_level,
-          cleanup, iptables_mode, cluster_domain):
+          cleanup, iptables_mode, iptables_wait, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     source = source or "files"
@@ -145,7 +148,7 @@ def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_
         sys.exit(1)
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
-                                                           split_uids, interception))
+                                                           split_uids, interception, iptables_wait))
         if cleanup:
             dp.cleanup()
             log.info("cleanup done: kernsplit %s objects removed", dataplane)

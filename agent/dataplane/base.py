@@ -53,6 +53,26 @@ class ObservedSplit:
     backends: tuple[ObservedBackend, ...]
 
 
+class Events(Protocol):
+    """What a dataplane reports besides sync results; the agent's `metrics.Metrics` counts them."""
+
+    def record_repair(self, what: str) -> None:
+        """Drift found in the kernel and repaired (`what`: the kind of object, e.g. "jump")."""
+
+    def record_lock_wait(self) -> None:
+        """A kernel write had to wait for a lock held by another program (the xtables lock)."""
+
+
+class NoEvents:
+    """Events nobody counts (a dataplane built without metrics: tests, `show`, `--once`)."""
+
+    def record_repair(self, what: str) -> None:
+        pass
+
+    def record_lock_wait(self) -> None:
+        pass
+
+
 class Dataplane(Protocol):
     name: str
 
