@@ -116,10 +116,7 @@ class Metrics:
         else:
             self.sync_failures.labels(dataplane).inc()
 
-    # --- reported by the dataplane (`dataplane.base.Events`) -----------------------------------
-    def record_repair(self, what: str) -> None:
-        self.repairs.labels(what).inc()
-
+    # --- reported by the dataplane as it happens (`dataplane.base.Events`) ----------------------
     def record_lock_wait(self) -> None:
         self.lock_waits.inc()
 

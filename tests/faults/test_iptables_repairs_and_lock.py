@@ -1,9 +1,9 @@
 """Repairs and xtables lock waits on the iptables dataplane are logged and counted, never silent.
 
 Drift: a jump into our chains deleted by hand, or `KS-POSTROUTING` removed, is repaired by the next
-full sync, which logs one warning per repair naming table, chain and jump, and counts it in
-`kernsplit_kernel_repairs_total`. A restarted agent (which does not know what was written before)
-repairs and reports a missing jump too.
+full sync, which logs one warning per repair naming table, chain and jump, and lists it in the
+sync's result (the agent's metrics count those: `kernsplit_kernel_repairs_total`, by kind). A
+restarted agent (which does not know what was written before) reports a jump it adds back too.
 
 The xtables lock: iptables-legacy takes it with flock(); without `--wait` a restore waits for it
 for ever, silently. These tests hold a lock file of their own, which iptables takes instead of
@@ -72,11 +72,10 @@ def _nat(netns: str, mode: str) -> str:
 
 
 def test_each_repair_is_logged_naming_it_and_counted(netns, mode, caplog):
-    metrics = Metrics(resync_interval=30)
     with Topology(netns) as topo:
         topo.address(VIP)
         topo.listen(V1)
-        dp = IptablesDataplane(netns=netns, mode=mode, events=metrics)
+        dp = IptablesDataplane(netns=netns, mode=mode)
         dp.sync([SPLIT], full=True)
         assert topo.connect(VIP, 80) == [0]
 
@@ -96,12 +95,11 @@ def test_each_repair_is_logged_naming_it_and_counted(netns, mode, caplog):
                      "chain nat KS-POSTROUTING was missing"):
             assert any(what in w and "drift repaired" in w for w in warnings), (what, warnings)
         assert topo.connect(VIP, 80) == [0]
-        assert metrics.registry.get_sample_value("kernsplit_kernel_repairs_total", {"what": "jump"}) == 2
-        assert metrics.registry.get_sample_value("kernsplit_kernel_repairs_total", {"what": "chain"}) == 1
+        assert sorted(result.repaired) == ["iptables_chain", "iptables_jump", "iptables_jump"]
 
         # nothing drifted: a full resync repairs and reports nothing
         caplog.clear()
-        dp.sync([SPLIT], full=True)
+        assert dp.sync([SPLIT], full=True).repaired == ()
         assert _warnings(caplog) == []
 
         # a restarted agent does not know what was written, and still reports the jump it adds back

@@ -11,9 +11,10 @@ that lose their rule (removed, or weight 0) lose their count.
 
 A full sync reads the kernel back: whatever differs from what the last sync wrote (a jump deleted
 by hand, a chain flushed) is repaired in the same restore and logged at warning level, each repair
-naming table, chain and jump (`drift`). Writes wait for the xtables lock (legacy backend) at most
-`lock_wait` seconds; past that the sync fails naming the lock, and the kernel keeps its last state
-until the next sync. Both are reported to `events` (the agent's metrics).
+naming table, chain and jump (`drift`), and listed in the result (`SyncResult.repaired`: the
+metrics count them). Writes wait for the xtables lock (legacy backend) at most `lock_wait`
+seconds; past that the sync fails naming the lock, and the kernel keeps its last state until the
+next sync. Each wait is reported to `events` (the agent's metrics) as it happens.
 """
 from __future__ import annotations
 
@@ -137,6 +138,7 @@ class IptablesDataplane:
         partial = not full and trusted and changed is not None
         self._trusted = False                  # until every family is written
         written = removed = unchanged = 0
+        repaired: list[str] = []
         for fam in FAMILIES:
             if partial:
                 w, r = self._sync_partial(fam, old, plans, changed)
@@ -157,13 +159,13 @@ class IptablesDataplane:
             repairs = [] if saved is None else drift.repairs(
                 assemble(old.values(), fam) if trusted else drift.adopted(want, have), have, names.OWNERSHIP.jumps)
             changes = self._apply(fam, want, have, saved)
-            self._report(fam, repairs)
+            repaired += self._report(fam, repairs)
             w, r, u = self._count(want, have, changes)
             written, removed, unchanged = written + w, removed + r, unchanged + u
         self._trusted = True
         if partial:
             unchanged = len(plans) - written
-        return SyncResult(written=written, removed=removed, unchanged=unchanged)
+        return SyncResult(written=written, removed=removed, unchanged=unchanged, repaired=tuple(repaired))
 
     def preview(self, desired: Desired) -> str:
         """The restore text a full sync would apply per family (without the counter prefixes it
@@ -224,12 +226,13 @@ class IptablesDataplane:
         written = sum(1 for k in mine if k in new and (k not in old or old[k] != new[k]))
         return written, sum(1 for k in mine if k in old and k not in new)
 
-    def _report(self, fam: Family, repairs: list[drift.Repair]) -> None:
+    def _report(self, fam: Family, repairs: list[drift.Repair]) -> list[str]:
+        """Log each repair; returns their metrics labels ("iptables_jump", "iptables_chain")."""
         for r in repairs:
             log.warning("drift repaired (%s, iptables-%s, netns %s): %s", fam.value, self.backend.value,
                         self.netns or "(current)", r,
                         extra={"family": fam.value, "table": r.table, "chain": r.chain, "repair": r.kind})
-            self.events.record_repair(r.kind)
+        return [f"iptables_{r.kind}" for r in repairs]
 
     def _counts_for(self, fam: Family, changes: Changes, have: Ruleset,
                     saved: dict[str, SavedTable] | None) -> carry.Counts:
