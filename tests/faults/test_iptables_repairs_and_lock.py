@@ -199,3 +199,12 @@ def test_the_agent_reports_the_held_lock_and_changes_nothing(netns, xtables_lock
     assert r.returncode == 1, r.stderr
     assert f"the xtables lock {xtables_lock} was still held by pid {os.getpid()}" in r.stderr
     assert "KS-" not in _nat(netns, "legacy")
+
+
+def test_proxy_init_gives_up_on_a_held_lock_naming_it(netns, xtables_lock):
+    with held(xtables_lock, bound=scaled(10)):
+        r = subprocess.run([str(Path(KERNSPLIT).parent / "proxy-init"), "--netns", netns, "--iptables-mode", "legacy",
+                            "--no-ipv6", "--iptables-wait", "1"], capture_output=True, text=True, timeout=scaled(60))
+    assert r.returncode == 1, r.stderr
+    assert f"the xtables lock {xtables_lock} was still held by pid {os.getpid()}" in r.stderr
+    assert "KS-PROXY-INIT" not in _nat(netns, "legacy")
