@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kernsplit.agent import mounts
@@ -64,7 +64,7 @@ class EbpfDataplane:
         desired = by_key(desired)
         scope = self._reimage(desired, changed)      # validates before anything is touched
         self.rejected = [r.message for r in self._rejected.values()]
-        maps = self._ready(list(self._images.values()))
+        maps = self._ready(self._images.values())     # a view: read only on a first install
         if full or self._known is None:
             self._known, scope = maps.read_all(), None
             if maps.config() != self.config:     # drift, or another agent's --split-uid
@@ -84,7 +84,7 @@ class EbpfDataplane:
             raise
         finally:
             self.last_write_seconds = time.perf_counter() - start
-        self._known = p.result
+        self._known = p.applied_to(self._known, partial=scope is not None)
         unchanged = p.unchanged if scope is None else len(self._images) - p.written
         return SyncResult(written=p.written, removed=p.removed, unchanged=unchanged)
 
@@ -179,7 +179,7 @@ class EbpfDataplane:
             self._maps = None
         self._known = None
 
-    def _ready(self, images: Sequence[plan.SplitImage]) -> KernelMaps:
+    def _ready(self, images: Iterable[plan.SplitImage]) -> KernelMaps:
         if self._maps is not None:
             return self._maps
         loader.ensure_bpffs(self.pins.root)
@@ -214,7 +214,7 @@ class EbpfDataplane:
         self._maps = maps
         return maps
 
-    def _fill(self, staged: loader.Pins, images: Sequence[plan.SplitImage]) -> None:
+    def _fill(self, staged: loader.Pins, images: Iterable[plan.SplitImage]) -> None:
         """Write config and every split into a new install's maps before it goes live."""
         maps = KernelMaps(staged)
         try:
