@@ -59,6 +59,28 @@ def split_port(weights: Mapping[str, int], endpoints: Mapping[str, Sequence[str 
                      *((refused,) if refused else ()))
 
 
+def manifests(ip: str, endpoint: str, *, refusing_ip: str | None = None) -> str:
+    """Manifests for the agent's file source: the TrafficSplit my-app (at `ip`:80) sending all to
+    my-app-v1 served by `endpoint`:8080; with `refusing_ip`, also a split there whose only backend
+    has no endpoints (it refuses: the agent then writes the filter table too)."""
+    def svc(name: str, at: str) -> str:
+        return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n"
+                f"spec: {{clusterIP: {at}, ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]}}\n")
+
+    def split(name: str, backend: str) -> str:
+        return (f"apiVersion: split.smi-spec.io/v1alpha1\nkind: TrafficSplit\n"
+                f"metadata: {{name: {name}-split, namespace: default}}\n"
+                f"spec: {{service: {name}, backends: [{{service: {backend}, weight: 1}}]}}\n")
+    base = ip.rsplit(".", 1)[0]
+    docs = [svc("my-app", ip), svc("my-app-v1", f"{base}.201"),
+            f"apiVersion: v1\nkind: Endpoints\nmetadata: {{name: my-app-v1, namespace: default}}\n"
+            f"subsets:\n- addresses: [{{ip: {endpoint}}}]\n  ports: [{{name: http, port: 8080, protocol: TCP}}]\n",
+            split("my-app", "my-app-v1")]
+    if refusing_ip:
+        docs += [svc("empty", refusing_ip), svc("empty-v1", f"{base}.202"), split("empty", "empty-v1")]
+    return "---\n".join(docs)
+
+
 # --- the scenario table -----------------------------------------------------------------------------
 
 SEED = split_port({"my-app-v1": 900, "my-app-v2": 100},

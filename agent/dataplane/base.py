@@ -57,6 +57,21 @@ class ObservedSplit:
     backends: tuple[ObservedBackend, ...]
 
 
+class Events(Protocol):
+    """What a dataplane reports as it happens, failed syncs included (repairs, made only by
+    syncs that succeed, are in `SyncResult.repaired`); the agent's `metrics.Metrics` counts them."""
+
+    def record_lock_wait(self) -> None:
+        """A kernel write found a lock held by another program (the xtables lock) and waited."""
+
+
+class NoEvents:
+    """Events nobody counts (a dataplane built without metrics: tests, `show`, `--once`)."""
+
+    def record_lock_wait(self) -> None:
+        pass
+
+
 class Dataplane(Protocol):
     name: str
 
