@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kernsplit.agent import mounts
@@ -75,7 +75,7 @@ class EbpfDataplane:
         scope = self._reimage(desired, changed)      # validates before anything is touched
         self.rejected = [r.message for r in self._rejected.values()]
         started = self._maps is None
-        maps = self._ready(list(self._images.values()))
+        maps = self._ready(self._images.values())     # a view: read only on a first install
         if full or self._known is None:
             self._known, scope = maps.read_all(), None
             if maps.config() != self.config:     # drift, or another agent's --split-uid
@@ -95,7 +95,7 @@ class EbpfDataplane:
             raise
         finally:
             self.last_write_seconds = time.perf_counter() - start
-        self._known = p.result
+        self._known = p.applied_to(self._known, partial=scope is not None)
         unchanged = p.unchanged if scope is None else len(self._images) - p.written
         if started:                        # the start verified (and repaired) everything itself
             repaired, self._started = self._started, []
@@ -113,7 +113,7 @@ class EbpfDataplane:
         self._log_repairs(found)
         return found
 
-    def _log_repairs(self, repairs: Sequence[loader.Repair]) -> None:
+    def _log_repairs(self, repairs: Iterable[loader.Repair]) -> None:
         for r in repairs:
             log.warning("ebpf: repaired %s", r, extra={"dataplane": self.name, "repaired": r.kind,
                                                      "object": r.name})
@@ -218,7 +218,7 @@ class EbpfDataplane:
         self._progs = {}
         self._known = None
 
-    def _ready(self, images: Sequence[plan.SplitImage]) -> KernelMaps:
+    def _ready(self, images: Iterable[plan.SplitImage]) -> KernelMaps:
         if self._maps is not None:
             return self._maps
         loader.ensure_bpffs(self.pins.root)
@@ -264,7 +264,7 @@ class EbpfDataplane:
         self._maps = maps
         return maps
 
-    def _rebuild(self, staging: loader.Pins, images: Sequence[plan.SplitImage]) -> list[loader.Repair]:
+    def _rebuild(self, staging: loader.Pins, images: Iterable[plan.SplitImage]) -> list[loader.Repair]:
         """Our own schema, but map or program pins are gone, and with them the only way to open
         those objects (by id needs CAP_SYS_ADMIN). Build the same install beside it, copy every
         map's entries over (counters included), fill, and swap programs in place."""
@@ -283,7 +283,7 @@ class EbpfDataplane:
         self._log_repairs(repairs)
         return repairs
 
-    def _fill(self, staged: loader.Pins, images: Sequence[plan.SplitImage]) -> None:
+    def _fill(self, staged: loader.Pins, images: Iterable[plan.SplitImage]) -> None:
         """Write config and every split into a new install's maps before it goes live (over
         what `carry` copied into them, if anything)."""
         maps = KernelMaps(staged)
