@@ -19,14 +19,15 @@ RUN python3 -m venv /opt/kernsplit \
  && echo /opt/kernsplit/bcc-site > "$(/opt/kernsplit/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/kernsplit-distro-bcc.pth"
 
 # --- runtime: what the programs run, no compiler, no pip --------------------------------------
-# iptables: both backends (legacy and nft). python3-bpfcc/libbpfcc: BCC, which compiles the BPF
+# iptables: both backends (legacy and nft); nftables: `nft`, which deletes the tables cleanup
+# emptied. python3-bpfcc/libbpfcc: BCC, which compiles the BPF
 # programs at the agent's first start with the clang and LLVM it links as libraries, so no
 # compiler program (gcc, clang) is installed. linux-libc-dev: the UAPI headers for the kernel-header
 # fallback on nodes without linux-headers.
 FROM ${BASE}
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      python3 iptables python3-bpfcc libbpfcc linux-libc-dev \
+      python3 iptables nftables python3-bpfcc libbpfcc linux-libc-dev \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/*
 COPY --from=build /opt/kernsplit /opt/kernsplit
 ENV PATH=/opt/kernsplit/bin:$PATH PYTHONDONTWRITEBYTECODE=1

@@ -98,8 +98,9 @@ class Metrics:
                              registry=r)
         self.repairs = Counter(f"{NS}_kernel_repairs", "Drift found and repaired in the kernel by a "
                                "full resync.", ["what"], registry=r)
-        self.lock_waits = Counter(f"{NS}_iptables_lock_waits", "Times iptables-restore waited for "
-                                  "the xtables lock.", registry=r)
+        self.lock_waits = Counter(f"{NS}_iptables_lock_waits", "Times an iptables write found the "
+                                  "xtables lock held and waited for it (counted also when the wait "
+                                  "ran out and the sync failed).", registry=r)
         self._alive = time.monotonic()
         self._last_ok: float | None = None
         self._ready = False
@@ -114,6 +115,10 @@ class Metrics:
                 self._ready = True
         else:
             self.sync_failures.labels(dataplane).inc()
+
+    # --- reported by the dataplane as it happens (`dataplane.base.Events`) ----------------------
+    def record_lock_wait(self) -> None:
+        self.lock_waits.inc()
 
     def heartbeat(self) -> None:
         """The loop is alive (called every iteration, even when there is nothing to do)."""

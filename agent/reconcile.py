@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kernsplit.agent.dataplane.base import Dataplane, SyncResult
 from kernsplit.agent.model.diagnostics import Diagnostic
@@ -27,6 +28,9 @@ from kernsplit.agent.source.events import Delete, Event, EventQueue, Replace, Up
 from kernsplit.agent.source.packed import key_of
 from kernsplit.agent.source.pacer import Pacer, PacerConfig
 from kernsplit.agent.source.store import ObjectStore, ServiceKey
+
+if TYPE_CHECKING:      # the metrics (prometheus-client) are loaded only when served
+    from kernsplit.agent.metrics import Metrics
 
 log = logging.getLogger("kernsplit.agent")
 
@@ -52,8 +56,9 @@ _LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.I
 
 class Reconciler:
     def __init__(self, dataplane: Dataplane, source: Source, timing: Timing = Timing(), *,
-                 cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
+                 cluster_domain: str = DEFAULT_CLUSTER_DOMAIN, metrics: Metrics | None = None) -> None:
         self.dataplane = dataplane
+        self.metrics = metrics
         self.source = source
         self.timing = timing
         self.store = ObjectStore(cluster_domain)
@@ -131,15 +136,25 @@ class Reconciler:
             result = self.dataplane.sync(self.desired.ports, full=full, changed=changed)
         except Exception as exc:  # the agent must outlive a failed kernel write; it retries
             log.error("sync (%s) failed: %s", reason, exc, extra={"reason": reason})
+            self._record(time.monotonic() - start, full, None)
             return None
         self._pending -= pending
         self.last_sync = time.monotonic()
+        self._record(self.last_sync - start, full, result)
         log.info("sync (%s): %d split ports written, %d removed, %d unchanged", reason,
                  result.written, result.removed, result.unchanged,
                  extra={"reason": reason, "full": full, "written": result.written, "removed": result.removed,
                         "unchanged": result.unchanged, "dataplane": self.dataplane.name,
                         "seconds": round(self.last_sync - start, 4)})
         return result
+
+    def _record(self, seconds: float, full: bool, result: SyncResult | None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.record_sync(self.dataplane.name, seconds, full=full, ok=result is not None)
+        self.metrics.split_ports.set(len(self.desired.ports))
+        for what in result.repaired if result is not None else ():
+            self.metrics.repairs.labels(what).inc()
 
     def preview(self) -> str | None:
         """Read every object, as `once` does, and return what its sync would write (the dataplane's
@@ -167,6 +182,8 @@ class Reconciler:
         thread.start()
         next_full: float | None = None                 # None: the first (full) sync is not done yet
         while not stop.is_set():
+            if self.metrics is not None:
+                self.metrics.heartbeat()
             if self.queue.wait(self._wait(next_full)):
                 self.pacer.event(time.monotonic())
             if not self.queue.is_ready:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kernsplit.agent.iptables import exec as ipt
+from kernsplit.agent.iptables import nft_tables
 from kernsplit.agent.iptables.exec import IptablesError
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.diff import diff
@@ -144,7 +145,7 @@ def _plan_one(cfg: InitConfig, family: Family, backend: IptablesBackend, reason:
 
 
 def _restore(cfg: InitConfig, p: FamilyPlan, text: str) -> None:
-    ipt.restore(cfg.netns, p.backend, p.family, text, noflush=True, wait=cfg.use_wait_flag)
+    ipt.restore(cfg.netns, p.backend, p.family, text, noflush=True, wait=cfg.iptables_wait)
 
 
 def execute(cfg: InitConfig, plans: Sequence[FamilyPlan], log: logging.Logger) -> int:
@@ -165,6 +166,14 @@ def execute(cfg: InitConfig, plans: Sequence[FamilyPlan], log: logging.Logger) -
         log.info("%s: applied with one %s", p.family.value, p.command(),
                  extra={"family": p.family.value, "changed": True})
     return len(done)
+
+
+def delete_empty_tables(cfg: InitConfig, plans: Sequence[FamilyPlan]) -> None:
+    """After --cleanup: the nft tables we removed rules from, when nothing else is left in them
+    (iptables-nft created them for our rules; legacy tables stay, the kernel keeps them)."""
+    for p in plans:
+        if p.backend is IptablesBackend.NFT and p.text is not None:
+            nft_tables.delete_if_empty(cfg.netns, p.family, [t.name for t in p.observed.tables])
 
 
 def _roll_back(cfg: InitConfig, done: Sequence[FamilyPlan], log: logging.Logger) -> None:

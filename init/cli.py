@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from kernsplit.agent import caps
-from kernsplit.agent.commands.params import missing_netns
+from kernsplit.agent.commands.params import iptables_wait_option, missing_netns
 from kernsplit.agent.iptables.exec import Family, IptablesError
 from kernsplit.agent.logs import setup as setup_logging
 from kernsplit.init import apply
@@ -47,7 +47,10 @@ _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
 @click.option("--netns", default=None, help="network namespace: a name under /var/run/netns or a path")
 @click.option("--simulate", "--dry-run", "simulate", is_flag=True,
               help="print the iptables-restore input per family; change nothing")
-@click.option("-w", "--use-wait-flag", is_flag=True, help="pass --wait to iptables-restore")
+@click.option("-w", "--use-wait-flag", is_flag=True,
+              help="accepted for linkerd compatibility: restores always wait for the xtables lock, "
+                   "at most --iptables-wait seconds")
+@iptables_wait_option
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="plain", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "warning", "error"],
                                                case_sensitive=False), default="info", show_default=True)
@@ -66,7 +69,7 @@ _PORTS_HELP = "comma list of ports and a-b ranges; may be repeated"
               help="conntrack CLOSE_WAIT timeout set in the namespace (0: leave the kernel default)")
 def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_to_redirect,
          inbound_ports_to_ignore, outbound_ports_to_ignore, subnets_to_ignore, ipv6, iptables_mode,
-         firewall_bin_path, firewall_save_bin_path, netns, simulate, use_wait_flag, log_format, log_level,
+         firewall_bin_path, firewall_save_bin_path, netns, simulate, use_wait_flag, iptables_wait, log_format, log_level,
          mode, bpffs, fallback, cleanup, validate_after, validate_only, timeout_close_wait_secs):
     """Redirect a pod's TCP traffic to its local proxy (drop-in for linkerd2-proxy-init)."""
     try:
@@ -75,7 +78,7 @@ def main(incoming_proxy_port, outgoing_proxy_port, proxy_uid, proxy_gid, ports_t
             proxy_uid=proxy_uid, proxy_gid=proxy_gid, ports_to_redirect=ports_to_redirect,
             inbound_ports_to_ignore=inbound_ports_to_ignore, outbound_ports_to_ignore=outbound_ports_to_ignore,
             subnets_to_ignore=subnets_to_ignore, ipv6=ipv6, iptables_mode=iptables_mode, netns=netns,
-            use_wait_flag=use_wait_flag, timeout_close_wait_secs=timeout_close_wait_secs, mode=mode,
+            use_wait_flag=use_wait_flag, iptables_wait=iptables_wait, timeout_close_wait_secs=timeout_close_wait_secs, mode=mode,
             bpffs=bpffs, fallback=fallback)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -123,6 +126,8 @@ def _run_iptables(cfg, log, *, cleanup: bool, simulate: bool, firewall_bin: str 
             _print_plans(plans)
             return
         apply.execute(cfg, plans, log)
+        if cleanup:
+            apply.delete_empty_tables(cfg, plans)
     except IptablesError as exc:
         log.error("%s", exc)
         sys.exit(1)

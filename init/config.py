@@ -9,6 +9,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kernsplit.agent.iptables.xlock import DEFAULT_WAIT
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("iptables", "ebpf")
@@ -125,7 +127,8 @@ class InitConfig:
     ipv6: bool | None = None                               # None: on when the namespace has IPv6
     iptables_mode: str = "auto"
     netns: str | None = None
-    use_wait_flag: bool = False
+    use_wait_flag: bool = False                            # linkerd's -w: restores always wait (see below)
+    iptables_wait: int = DEFAULT_WAIT                      # seconds a restore waits for the xtables lock
     timeout_close_wait_secs: int = 0                       # 0: leave the kernel default
     mode: str = "iptables"                                 # or "ebpf": register with the node's programs
     bpffs: str | None = None                               # ebpf: the node agent's pins (its --bpffs)
@@ -139,7 +142,7 @@ class InitConfig:
 def build_config(*, incoming_proxy_port=4143, outgoing_proxy_port=4140, proxy_uid=2102, proxy_gid=None,
                  ports_to_redirect=(), inbound_ports_to_ignore=(), outbound_ports_to_ignore=(),
                  subnets_to_ignore=(), ipv6=None, iptables_mode="auto", netns=None,
-                 use_wait_flag=False, timeout_close_wait_secs=0, mode="iptables", bpffs=None,
+                 use_wait_flag=False, iptables_wait=DEFAULT_WAIT, timeout_close_wait_secs=0, mode="iptables", bpffs=None,
                  fallback="none") -> InitConfig:
     """Validate raw flag values into an InitConfig, or raise ConfigError naming the flag."""
     if mode not in MODES:
@@ -156,6 +159,8 @@ def build_config(*, incoming_proxy_port=4143, outgoing_proxy_port=4140, proxy_ui
         raise ConfigError(f"--timeout-close-wait-secs: {timeout_close_wait_secs!r} is not a number") from None
     if close_wait < 0:
         raise ConfigError(f"--timeout-close-wait-secs: {close_wait} is negative")
+    if not isinstance(iptables_wait, int) or iptables_wait < 1:
+        raise ConfigError(f"--iptables-wait: {iptables_wait!r} is not a whole number of seconds >= 1")
     return InitConfig(
         incoming_proxy_port=parse_port(incoming_proxy_port, "--incoming-proxy-port"),
         outgoing_proxy_port=parse_port(outgoing_proxy_port, "--outgoing-proxy-port"),
@@ -169,6 +174,7 @@ def build_config(*, incoming_proxy_port=4143, outgoing_proxy_port=4140, proxy_ui
         iptables_mode=iptables_mode,
         netns=netns or None,
         use_wait_flag=bool(use_wait_flag),
+        iptables_wait=iptables_wait,
         timeout_close_wait_secs=close_wait,
         mode=mode,
         bpffs=bpffs or None,

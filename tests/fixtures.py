@@ -12,6 +12,7 @@ import errno
 import math
 import os
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +58,28 @@ def split_port(weights: Mapping[str, int], endpoints: Mapping[str, Sequence[str 
     return SplitPort("default", service, split, kind, ip, port, "http", "TCP",
                      tuple(sorted(eps, key=lambda e: (e.backend, e.endpoint))), backends,
                      *((refused,) if refused else ()))
+
+
+def manifests(ip: str, endpoint: str, *, refusing_ip: str | None = None) -> str:
+    """Manifests for the agent's file source: the TrafficSplit my-app (at `ip`:80) sending all to
+    my-app-v1 served by `endpoint`:8080; with `refusing_ip`, also a split there whose only backend
+    has no endpoints (it refuses: the agent then writes the filter table too)."""
+    def svc(name: str, at: str) -> str:
+        return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n"
+                f"spec: {{clusterIP: {at}, ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]}}\n")
+
+    def split(name: str, backend: str) -> str:
+        return (f"apiVersion: split.smi-spec.io/v1alpha1\nkind: TrafficSplit\n"
+                f"metadata: {{name: {name}-split, namespace: default}}\n"
+                f"spec: {{service: {name}, backends: [{{service: {backend}, weight: 1}}]}}\n")
+    base = ip.rsplit(".", 1)[0]
+    docs = [svc("my-app", ip), svc("my-app-v1", f"{base}.201"),
+            f"apiVersion: v1\nkind: Endpoints\nmetadata: {{name: my-app-v1, namespace: default}}\n"
+            f"subsets:\n- addresses: [{{ip: {endpoint}}}]\n  ports: [{{name: http, port: 8080, protocol: TCP}}]\n",
+            split("my-app", "my-app-v1")]
+    if refusing_ip:
+        docs += [svc("empty", refusing_ip), svc("empty-v1", f"{base}.202"), split("empty", "empty-v1")]
+    return "---\n".join(docs)
 
 
 # --- the scenario table -----------------------------------------------------------------------------
@@ -286,6 +309,16 @@ def assert_golden(relative: str, text: str) -> None:
 
 
 # --- eBPF -------------------------------------------------------------------------------------------
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, as a kubelet stops the agent; SIGKILL if it does not stop."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 
 def program_ids(dp) -> dict[str, int]:
     """Kernel ids of the programs pinned by an EbpfDataplane: equal ids mean nothing was reloaded."""

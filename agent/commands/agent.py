@@ -9,17 +9,20 @@ import threading
 import click
 
 from kernsplit.agent import caps, logs
-from kernsplit.agent.commands.params import NETNS, cluster_domain_option
+from kernsplit.agent.commands.params import NETNS, cluster_domain_option, iptables_wait_option
 
 log = logging.getLogger("kernsplit.agent")
 
 
 def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: str | None,
-                      bpffs: str | None, split_uids: tuple[int, ...] = (), interception: bool = False) -> dict:
+                      bpffs: str | None, split_uids: tuple[int, ...] = (), interception: bool = False,
+                      iptables_wait: int | None = None, events=None) -> dict:
     """Constructor keywords for `agent.dataplane.make_dataplane`: each dataplane gets its own,
-    and options left unset are not passed, so the dataplane's defaults apply."""
+    and options left unset are not passed, so the dataplane's defaults apply. `events`: what
+    counts the iptables dataplane's xtables lock waits (the agent's metrics)."""
     if name == "iptables":
-        return {"netns": netns, "mode": iptables_mode}
+        return {"netns": netns, "mode": iptables_mode,
+                **{k: v for k, v in (("lock_wait", iptables_wait), ("events", events)) if v is not None}}
     return {k: v for k, v in (("cgroup", cgroup), ("bpffs", bpffs), ("split_uids", split_uids or None),
                               ("interception", interception or None))
             if v is not None}
@@ -49,6 +52,22 @@ def _stop_on_signals() -> threading.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def _metrics(resync_interval: float):
+    from kernsplit.agent.metrics import Metrics
+    return Metrics(resync_interval)
+
+
+def _serve_metrics(metrics, address: str, dp) -> None:
+    """The metrics endpoint, with per-backend connections read from `dp` at scrape time."""
+    from kernsplit.agent.metrics import KernelCollector, serve
+    metrics.add_kernel(KernelCollector(dp.observe))
+    try:
+        server = serve(metrics, address)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"--metrics-addr {address}: {exc}") from exc
+    log.info("metrics on http://%s:%d/metrics", *server.server_address[:2])
 
 
 def _preview(reconciler, dataplane: str) -> int:
@@ -97,14 +116,17 @@ def _preview(reconciler, dataplane: str) -> int:
                    "registers pods (no NAT rule in the pods).")
 @click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
               help="Seconds between full resyncs that repair drift.")
+@click.option("--metrics-addr", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9464; [::1]:9464).")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True)
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")
 @click.option("--iptables-mode", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True)
+@iptables_wait_option
 @cluster_domain_option
 def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_interval, file_settle, dataplane,
-          once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval, log_format, log_level,
-          cleanup, iptables_mode, cluster_domain):
+          once, dry_run, netns, cgroup, bpffs, split_uids, interception, resync_interval, metrics_addr, log_format,
+          log_level, cleanup, iptables_mode, iptables_wait, cluster_domain):
     """Enforce the TrafficSplits / routes in PATH in the kernel, and keep them enforced."""
     logs.setup(log_format, log_level)
     source = source or "files"
@@ -143,9 +165,11 @@ def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_
     except caps.NotPermitted as exc:
         log.error("%s", exc)
         sys.exit(1)
+    # Made before the dataplane, which counts its lock waits there as they happen.
+    metrics = _metrics(resync_interval) if metrics_addr and not (once or cleanup) else None
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
-                                                           split_uids, interception))
+                                                           split_uids, interception, iptables_wait, metrics))
         if cleanup:
             dp.cleanup()
             log.info("cleanup done: kernsplit %s objects removed", dataplane)
@@ -153,7 +177,10 @@ def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_
     except (OSError, RuntimeError, ValueError) as exc:
         log.error("%s dataplane: %s", dataplane, exc)
         sys.exit(1)
-    reconciler = Reconciler(dp, src, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain)
+    if metrics is not None:
+        _serve_metrics(metrics, metrics_addr, dp)
+    reconciler = Reconciler(dp, src, Timing(resync_interval=resync_interval), cluster_domain=cluster_domain,
+                            metrics=metrics)
     if dry_run:
         sys.exit(_preview(reconciler, dataplane))
     if once:

@@ -23,7 +23,7 @@ _interception = click.option("--interception", type=click.Choice(INTERCEPTIONS),
                                   "rules, or the node's eBPF programs (no rule in any pod; needs "
                                   "--dataplane ebpf, the default then)")
 
-_source = click.option("--source", type=click.Choice(SOURCES), default="files", show_default=True,
+_source = click.option("--source", type=click.Choice(SOURCES), default="kubernetes", show_default=True,
                        help="where the lab's agent reads objects: the lab's Kubernetes API server "
                             "(manifests applied with kubectl) or the manifest files themselves")
 
@@ -89,7 +89,7 @@ def up(dataplane: str | None, interception: str, source: str, prefix: str | None
     click.echo(f"""lab {p} is up (dataplane {dataplane}, interception {interception}, source {source}); pods: {', '.join(x.name for x in the_lab.plan.pods)}
 {objects.rstrip()}
   agent log:     {the_lab.agent_log}
-  send requests: kernsplit lab exec --prefix {p} client {sys.executable} -m agent.lab.load -n 1000
+  send requests: kernsplit lab exec --prefix {p} client {sys.executable} -m kernsplit.agent.lab.load -n 1000
   one request:   kernsplit lab exec --prefix {p} client curl -s http://10.100.200.30/
   kernel state:  kernsplit show --netns {the_lab.node}{f' --bpffs {the_lab.bpffs}' if the_lab.bpffs else ''}
   remove it:     kernsplit lab down --prefix {p}""")

@@ -54,3 +54,13 @@ def cluster_domain_option(func):
     return click.option("--cluster-domain", type=CLUSTER_DOMAIN, default=DEFAULT_CLUSTER_DOMAIN, show_default=True,
                         help="The cluster's DNS domain: completes Service DNS names in splits "
                              "(name.namespace.svc.DOMAIN).")(func)
+
+
+def iptables_wait_option(func):
+    """`--iptables-wait`, the same for the agent and proxy-init."""
+    from kernsplit.agent.iptables.xlock import DEFAULT_WAIT
+    return click.option("--iptables-wait", type=click.IntRange(min=1), default=DEFAULT_WAIT, show_default=True,
+                        metavar="SECONDS",
+                        help="iptables-legacy: wait at most this long for the xtables lock held by another "
+                             "program (iptables-restore --wait); then this write fails naming the lock, and "
+                             "nothing is written.")(func)

@@ -28,6 +28,10 @@ class SyncResult:
     written: int      # split ports (re)programmed in this sync
     removed: int      # split ports of ours removed (no longer desired)
     unchanged: int    # split ports already correct in the kernel, left untouched
+    # One entry per kernel object a full sync found broken and repaired (drift outside the
+    # split ports themselves: a pin, a link, a jump); each is the `what` label of the
+    # kernsplit_kernel_repairs metric, e.g. "ebpf_link". The dataplane logs the details.
+    repaired: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,21 @@ class ObservedSplit:
     port: int
     refuse: bool
     backends: tuple[ObservedBackend, ...]
+
+
+class Events(Protocol):
+    """What a dataplane reports as it happens, failed syncs included (repairs, made only by
+    syncs that succeed, are in `SyncResult.repaired`); the agent's `metrics.Metrics` counts them."""
+
+    def record_lock_wait(self) -> None:
+        """A kernel write found a lock held by another program (the xtables lock) and waited."""
+
+
+class NoEvents:
+    """Events nobody counts (a dataplane built without metrics: tests, `show`, `--once`)."""
+
+    def record_lock_wait(self) -> None:
+        pass
 
 
 class Dataplane(Protocol):

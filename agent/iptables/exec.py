@@ -1,20 +1,35 @@
 """Thin executor for iptables: save, restore, backend detection. No planning here.
 
 Rules are always applied with one `iptables-restore --noflush` per family, so a ruleset lands
-whole or not at all.
+whole or not at all. Commands that take the xtables lock (legacy backend) wait for it at most
+`--wait` seconds; a restore that found the lock held says so in the log, and one that timed out
+raises `XtablesLockHeld` having written nothing.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 
+from kernsplit.agent.iptables import xlock
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.netns import wrap_command
+
+log = logging.getLogger("kernsplit.iptables")
+
+# What iptables prints when `--wait N` ran out (xshared.c); its exit code (4) is shared with
+# other resource problems.
+_LOCK_BUSY = "holding the xtables lock"
 
 
 class IptablesError(RuntimeError):
     """An iptables command failed; the message carries its stderr."""
+
+
+class XtablesLockHeld(IptablesError):
+    """The xtables lock stayed held past the wait bound: the command wrote nothing."""
 
 
 def binary(tool: str, backend: IptablesBackend, family: Family) -> str:
@@ -24,7 +39,8 @@ def binary(tool: str, backend: IptablesBackend, family: Family) -> str:
     return f"{base}-{backend.value}{suffix}"
 
 
-def _run(argv: Sequence[str], netns: str | os.PathLike | None, stdin: str | None = None) -> str:
+def _run(argv: Sequence[str], netns: str | os.PathLike | None, stdin: str | None = None,
+         wait: int | None = None) -> str:
     cmd = wrap_command(argv, netns)
     try:
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
@@ -32,6 +48,11 @@ def _run(argv: Sequence[str], netns: str | os.PathLike | None, stdin: str | None
         raise IptablesError(f"{argv[0]} not found: install the iptables package") from exc
     if proc.returncode != 0:
         where = f" in netns {netns}" if netns else ""
+        if wait is not None and _LOCK_BUSY in proc.stderr:
+            by = xlock.holder()
+            raise XtablesLockHeld(f"{argv[0]}{where}: the xtables lock {xlock.path()} was still held"
+                                  f"{f' by {by}' if by else ''} after {wait} s (--wait {wait}); "
+                                  "nothing was written")
         raise IptablesError(f"{' '.join(argv)}{where} failed (exit {proc.returncode}): "
                             f"{proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -48,25 +69,39 @@ def save(netns: str | os.PathLike | None, backend: IptablesBackend, family: Fami
 
 
 def list_chain(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family, table: str, chain: str,
-               counters: bool = False) -> str:
-    """`iptables -t TABLE -S CHAIN [-v]`: one chain's rules (with `-c PKTS BYTES` when counters)."""
-    argv = [binary("", backend, family), "-t", table, "-S", chain]
+               counters: bool = False, wait: int = xlock.DEFAULT_WAIT) -> str:
+    """`iptables -t TABLE -S CHAIN [-v]`: one chain's rules (with `-c PKTS BYTES` when counters).
+    iptables-legacy takes the xtables lock even to list: wait for it at most `wait` seconds."""
+    argv = [binary("", backend, family), "--wait", str(wait), "-t", table, "-S", chain]
     if counters:
         argv.append("-v")
-    return _run(argv, netns)
+    return _run(argv, netns, wait=wait)
 
 
 def restore(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family, text: str,
-            noflush: bool = True, wait: bool = False, counters: bool = False) -> None:
-    """counters: honour `[pkts:bytes]` prefixes in `text` (iptables-restore --counters)."""
-    argv = [binary("restore", backend, family)]
+            noflush: bool = True, wait: int = xlock.DEFAULT_WAIT, counters: bool = False) -> str | None:
+    """Apply `text` in one iptables-restore. counters: honour `[pkts:bytes]` prefixes in `text`
+    (iptables-restore --counters). wait: seconds to wait for the xtables lock (`--wait`; at least 1,
+    as 0 would mean for ever to iptables); past them XtablesLockHeld is raised.
+
+    Returns who held the xtables lock when the restore started (it then waited), else None."""
+    if wait < 1:
+        raise ValueError(f"xtables lock wait must be at least 1 second, not {wait}")
+    argv = [binary("restore", backend, family), "--wait", str(wait)]
     if noflush:
         argv.append("--noflush")
     if counters:
         argv.append("--counters")
-    if wait:
-        argv.append("--wait")
-    _run(argv, netns, stdin=text)
+    # Only iptables-legacy takes the lock; iptables-nft accepts --wait and ignores it.
+    held = xlock.holder() if backend is IptablesBackend.LEGACY else None
+    if held:
+        log.info("the xtables lock %s is held by %s: %s waits up to %d s for it", xlock.path(), held,
+                 argv[0], wait)
+    start = time.monotonic()
+    _run(argv, netns, stdin=text, wait=wait)
+    if held:
+        log.info("%s got the xtables lock and applied its rules after %.1f s", argv[0], time.monotonic() - start)
+    return held
 
 
 def _has_rules(saved: str) -> bool:

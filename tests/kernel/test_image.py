@@ -86,6 +86,16 @@ def test_agent_iptables_once_on_a_lab_namespace(image, netns):
     assert "KS-SVC-" in nat_rules(netns)
 
 
+def test_cleanup_from_the_image_leaves_no_table(image, netns):
+    """The image has `nft`, with which cleanup deletes the tables iptables-nft made for our rules."""
+    for args in (["--once", "--config", "/config"], ["--cleanup"]):
+        proc = podman("run", "--rm", f"--network=ns:/run/netns/{netns}", *security_flags(agent("overlays/iptables")),
+                      "-v", f"{SEED}:/config:ro", image, "agent", "--dataplane", "iptables", *args)
+        assert proc.returncode == 0, proc.stderr
+    assert subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "ruleset"], capture_output=True, text=True,
+                          check=True).stdout == ""
+
+
 @pytest.fixture
 def lab_cgroup_and_pins():
     cgroup = mounts.cgroup2() / unique_name("cg")

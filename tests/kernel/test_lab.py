@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kernsplit.agent.lab import cgroups, procs, state, topology
+from kernsplit.agent.lab import cgroups, kubeapi, procs, state, topology
 from kernsplit.agent.lab.lab import BPFFS_ROOT, down
 from kernsplit.agent.lab.plan import new_prefix
 from kernsplit.agent.lab.timescale import scaled
@@ -85,8 +85,11 @@ def test_down_after_sigkilled_up_leaves_nothing(prefix, dataplane, kill_when):
 def test_up_exec_down(prefix):
     result = _run("up", "--prefix", prefix)
     assert result.returncode == 0, result.stderr
-    for hint in ("lab exec", f"kernsplit show --netns {prefix}-node", "split.yaml", "lab down"):
+    for hint in ("lab exec", f"kernsplit show --netns {prefix}-node", "split.yaml", "lab down", "export KUBECONFIG="):
         assert hint in result.stdout
+    kubeconfig = Path(result.stdout.split("export KUBECONFIG=")[1].split()[0])
+    got = kubeapi.kubectl(kubeconfig, "get", "trafficsplits", "-A", "-o", "name")
+    assert got.returncode == 0 and got.stdout.split() == ["trafficsplit.split.smi-spec.io/my-app-split"], got.stderr
     load = _run("exec", "--prefix", prefix, "client", "python3", "-m", "kernsplit.agent.lab.load", "-n", "400")
     assert load.returncode == 0, load.stderr
     report = json.loads(load.stdout)
@@ -96,13 +99,20 @@ def test_up_exec_down(prefix):
     assert _traces(prefix) == []
 
 
-@pytest.mark.parametrize("dataplane", DATAPLANES)
-def test_demo_runs_the_seed_scenario_and_cleans_up(root_required, dataplane):
+@pytest.mark.parametrize("dataplane, source", [
+    *(pytest.param(d.values[0], "kubernetes", marks=d.marks) for d in DATAPLANES),
+    pytest.param("iptables", "files", marks=pytest.mark.kernel)])
+def test_demo_runs_the_seed_scenario_and_cleans_up(root_required, dataplane, source):
     before = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
-    result = _run("demo", "--dataplane", dataplane, "--connections", "300")
+    args = ("--source", source) if source == "files" else ()     # the Kubernetes source is the default
+    result = _run("demo", "--dataplane", dataplane, "--connections", "300", *args)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "canary 90/10" in out and "rollout 0/100" in out
+    assert f"source {source}" in out
+    if source == "kubernetes":      # the rollout went through kubectl and the API server holds it
+        assert "$ kubectl patch trafficsplit my-app-split --type merge" in out
+        assert "my-app-v1=0m my-app-v2=1000m" in out.split("rollout 0/100")[1]
     rollout = out.split("rollout 0/100")[1]
     assert "v2                300    100.0%" in rollout      # every request answered by v2
     prefix = out.split("building lab ")[1].split()[0]

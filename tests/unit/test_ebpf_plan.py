@@ -102,3 +102,20 @@ def test_errors_name_the_object_and_field():
     long = split(name="x" * 300)
     with pytest.raises(plan.SplitTooLarge, match=r"TrafficSplit default/x+ 10.100.200.30:80: name"):
         plan.image(long)
+
+
+def test_partial_plan_touches_only_the_changed_ports_and_agrees_with_a_full_one():
+    ports = [split(port=p) for p in (80, 443, 8080)]
+    installed = apply({}, ports).result
+    changed = [split(port=443, weights=(500, 500)), split(port=9090)]      # modified, and new
+    gone = plan.images([ports[2]])[0].key                                     # 8080 removed
+    only = [img.key for img in plan.images(changed)] + [gone]
+    partial = plan.plan(plan.images(changed), installed, only=only)
+    full = apply(installed, [ports[0], *changed])
+    assert partial.ops == full.ops
+    assert (partial.written, partial.removed) == (full.written, full.removed) == (2, 1)
+    assert partial.dropped == (gone,) and set(partial.result) == set(only) - {gone}
+    after = partial.applied_to(dict(installed), partial=True)
+    assert after == full.result
+    # A new split takes an id no installed split holds (the unchanged port 80 keeps its own).
+    assert len({inst.split_id for inst in after.values()}) == len(after) == 3

@@ -7,6 +7,7 @@ import urllib.request
 from fractions import Fraction
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernsplit.agent.dataplane.base import ObservedBackend, ObservedSplit
@@ -94,3 +95,26 @@ def test_backend_connections_come_from_the_kernel_reader(served):
     assert got[("kernsplit_split_backend_desired_weight", labels)] == 100
     assert got[("kernsplit_split_backend_desired_share", labels)] == pytest.approx(0.1)
     assert got[("kernsplit_bpf_map_fill_ratio", (("map", "ks_slots"),))] == 0.25
+
+
+class _RepairingDataplane:
+    """A dataplane whose full syncs each find one broken link and repair it."""
+    name = "ebpf"
+
+    def sync(self, desired, *, full=False, changed=None):
+        from kernsplit.agent.dataplane.base import SyncResult
+        return SyncResult(0, 0, 0, repaired=("ebpf_link",) if full else ())
+
+
+def test_the_loop_counts_repairs_and_syncs(tmp_path):
+    from kernsplit.agent.reconcile import Reconciler
+    from kernsplit.agent.source.files import FileSource
+    metrics = Metrics(resync_interval=30)
+    loop = Reconciler(_RepairingDataplane(), FileSource([tmp_path]), metrics=metrics)
+    loop.sync(full=True, reason="resync")
+    loop.sync(full=False, reason="config changed")
+    loop.sync(full=True, reason="resync")
+    got = _samples(generate_latest(metrics.registry).decode())
+    assert got[("kernsplit_kernel_repairs_total", (("what", "ebpf_link"),))] == 2
+    assert got[("kernsplit_sync_proxy_rules_duration_seconds_count", (("dataplane", "ebpf"), ("kind", "full")))] == 2
+    assert metrics.ready() == (True, "ok")

@@ -133,10 +133,23 @@ Op = WriteSlot | WriteMeta | ResetCounters | WriteService | DeleteService | Dele
 @dataclass(frozen=True)
 class Plan:
     ops: tuple[Op, ...]
-    result: dict[Addr, Installed] = field(compare=False)   # kernel state once ops are applied
+    # Kernel state once ops are applied: of every split port, or with `only`, of the planned ones
+    # (the rest stay as installed; `dropped` lists the planned ones that are gone).
+    result: dict[Addr, Installed] = field(compare=False)
     written: int
     removed: int
     unchanged: int
+    dropped: tuple[Addr, ...] = ()
+
+    def applied_to(self, installed: dict[Addr, Installed], partial: bool) -> dict[Addr, Installed]:
+        """The kernel state after this plan, given the state it was planned against; a partial
+        plan updates `installed` in place (no copy of 10,000 entries for one change)."""
+        if not partial:
+            return self.result
+        for key in self.dropped:
+            installed.pop(key, None)
+        installed.update(self.result)
+        return installed
 
 
 class SplitTooLarge(ValueError):
@@ -242,18 +255,19 @@ def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed],
     wanted = {img.key: img for img in desired}
     ops: list[Op] = []
     written = removed = unchanged = 0
+    # With `only`, every step below is proportional to the planned split ports, not to all.
     scope = installed if only is None else {k: installed[k] for k in only if k in installed}
-    result: dict[Addr, Installed] = {} if only is None else {k: v for k, v in installed.items() if k not in scope}
+    result: dict[Addr, Installed] = {}
 
     kept = {key for key in keep if key in scope and key not in wanted}
     for key in kept:
         result[key] = installed[key]
-    for key in sorted(set(scope) - set(wanted) - kept):
+    dropped = sorted(set(scope) - set(wanted) - kept)
+    for key in dropped:
         ops += _remove_ops(installed[key])
         removed += 1
 
-    in_use = {inst.split_id for key, inst in installed.items()}
-    free = _free_ids(in_use)
+    free = _free_ids(installed)
     for key, img in wanted.items():          # desired order: no sort of 10,000 keys per sync
         old = installed.get(key)
         if old is not None and (old.image is img or old.image == img):
@@ -265,11 +279,13 @@ def plan(desired: Iterable[SplitImage], installed: Mapping[Addr, Installed],
         ops += new_ops
         result[key] = new
         written += 1
-    return Plan(tuple(ops), result, written, removed, unchanged)
+    return Plan(tuple(ops), result, written, removed, unchanged, tuple(dropped))
 
 
-def _free_ids(in_use: set[int]) -> Iterable[int]:
+def _free_ids(installed: Mapping[Addr, Installed]) -> Iterable[int]:
     # Ids of splits removed in this same plan stay out: their slots/meta deletes come later.
+    # The ids in use are gathered on the first new split only (a generator body runs lazily).
+    in_use = {inst.split_id for inst in installed.values()}
     for i in range(limits.KS_MAX_SPLITS):
         if i not in in_use:
             yield i

@@ -8,6 +8,13 @@ Counters: rewriting a chain (a weight change) would reset its rules' packet coun
 per-backend connection counts of `kernsplit show`. Before a write, the counters of the rules being
 replaced are read and written back onto the new rules of the same endpoint (`carry`). Endpoints
 that lose their rule (removed, or weight 0) lose their count.
+
+A full sync reads the kernel back: whatever differs from what the last sync wrote (a jump deleted
+by hand, a chain flushed) is repaired in the same restore and logged at warning level, each repair
+naming table, chain and jump (`drift`), and listed in the result (`SyncResult.repaired`: the
+metrics count them). Writes wait for the xtables lock (legacy backend) at most `lock_wait`
+seconds; past that the sync fails naming the lock, and the kernel keeps its last state until the
+next sync. Each wait is reported to `events` (the agent's metrics) as it happens.
 """
 from __future__ import annotations
 
@@ -15,13 +22,14 @@ import logging
 import os
 from collections.abc import Mapping
 
-from kernsplit.agent.dataplane.base import Desired, ObservedSplit, PortKey, SyncResult, by_key
+from kernsplit.agent.dataplane.base import Desired, Events, NoEvents, ObservedSplit, PortKey, SyncResult, by_key
 from kernsplit.agent.dataplane.iptables import carry, comments, names, partial
 from kernsplit.agent.dataplane.iptables.observe import observe_tables
 from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, port_plan
+from kernsplit.agent.iptables import drift, nft_tables, xlock
 from kernsplit.agent.iptables import exec as ipt
 from kernsplit.agent.iptables.diff import Changes, diff
-from kernsplit.agent.iptables.exec import IptablesError
+from kernsplit.agent.iptables.exec import IptablesError, XtablesLockHeld
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
 from kernsplit.agent.iptables.ownership import owned
 from kernsplit.agent.iptables.render import render
@@ -59,11 +67,16 @@ def _entry_keys(rs: Ruleset) -> dict[tuple[str, int], tuple[str, ...]]:
 class IptablesDataplane:
     name = "iptables"
 
-    def __init__(self, netns: str | os.PathLike | None = None, mode: str = "auto") -> None:
+    def __init__(self, netns: str | os.PathLike | None = None, mode: str = "auto",
+                 lock_wait: int = xlock.DEFAULT_WAIT, events: Events | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown iptables mode {mode!r}: choose one of {', '.join(MODES)}")
+        if lock_wait < 1:
+            raise ValueError(f"xtables lock wait must be at least 1 second, not {lock_wait}")
         self.netns = netns
         self.mode = mode
+        self.lock_wait = lock_wait
+        self.events: Events = events or NoEvents()
         self._backend: IptablesBackend | None = None if mode == "auto" else IptablesBackend(mode)
         # The plan of every split port of the last sync, by key. Derived from the desired state
         # alone; a sync re-plans only the split ports the caller says changed.
@@ -125,6 +138,7 @@ class IptablesDataplane:
         partial = not full and trusted and changed is not None
         self._trusted = False                  # until every family is written
         written = removed = unchanged = 0
+        repaired: list[str] = []
         for fam in FAMILIES:
             if partial:
                 w, r = self._sync_partial(fam, old, plans, changed)
@@ -142,14 +156,16 @@ class IptablesDataplane:
                     raise IptablesError(f"cannot read {fam.value} iptables in netns "
                                         f"{self.netns or '(current)'}, but {fam.value} splits are configured")
                 continue
+            repairs = [] if saved is None else drift.repairs(
+                assemble(old.values(), fam) if trusted else drift.adopted(want, have), have, names.OWNERSHIP.jumps)
             changes = self._apply(fam, want, have, saved)
-            self._report_buried(fam, have)
+            repaired += self._report(fam, repairs)
             w, r, u = self._count(want, have, changes)
             written, removed, unchanged = written + w, removed + r, unchanged + u
         self._trusted = True
         if partial:
             unchanged = len(plans) - written
-        return SyncResult(written=written, removed=removed, unchanged=unchanged)
+        return SyncResult(written=written, removed=removed, unchanged=unchanged, repaired=tuple(repaired))
 
     def preview(self, desired: Desired) -> str:
         """The restore text a full sync would apply per family (without the counter prefixes it
@@ -199,6 +215,8 @@ class IptablesDataplane:
         if not changes.empty:
             try:
                 self._write(fam, changes, have, None)
+            except XtablesLockHeld:
+                raise                       # retrying now would only wait as long again
             except IptablesError as exc:
                 # Our picture of the kernel was wrong (someone changed it): compare with the kernel.
                 log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
@@ -208,12 +226,13 @@ class IptablesDataplane:
         written = sum(1 for k in mine if k in new and (k not in old or old[k] != new[k]))
         return written, sum(1 for k in mine if k in old and k not in new)
 
-    def _report_buried(self, fam: Family, have: Ruleset) -> None:
-        for table in have.tables:
-            for jump in table.buried:
-                log.warning("drift repaired: our jump to %s was not the first rule of %s %s %s (a rule "
-                            "was inserted above it); moving it back to position 1", jump.target,
-                            fam.value, table.name, jump.chain)
+    def _report(self, fam: Family, repairs: list[drift.Repair]) -> list[str]:
+        """Log each repair; returns their metrics labels ("iptables_jump", "iptables_chain")."""
+        for r in repairs:
+            log.warning("drift repaired (%s, iptables-%s, netns %s): %s", fam.value, self.backend.value,
+                        self.netns or "(current)", r,
+                        extra={"family": fam.value, "table": r.table, "chain": r.chain, "repair": r.kind})
+        return [f"iptables_{r.kind}" for r in repairs]
 
     def _counts_for(self, fam: Family, changes: Changes, have: Ruleset,
                     saved: dict[str, SavedTable] | None) -> carry.Counts:
@@ -227,7 +246,11 @@ class IptablesDataplane:
             counts: dict = {}
             for table, chain in places:
                 try:
-                    text = ipt.list_chain(self.netns, self.backend, fam, table, chain, counters=True)
+                    text = ipt.list_chain(self.netns, self.backend, fam, table, chain, counters=True,
+                                          wait=self.lock_wait)
+                except XtablesLockHeld:
+                    self.events.record_lock_wait()
+                    raise
                 except IptablesError as exc:       # gone behind our back: nothing left to carry
                     log.debug("cannot read counters of %s %s: %s", table, chain, exc)
                     continue
@@ -239,7 +262,16 @@ class IptablesDataplane:
 
     def _write(self, fam: Family, changes: Changes, have: Ruleset, saved: dict[str, SavedTable] | None) -> None:
         counts = self._counts_for(fam, changes, have, saved)
-        ipt.restore(self.netns, self.backend, fam, render(changes, carry.lookup(counts)), counters=bool(counts))
+        self._restore(self.backend, fam, render(changes, carry.lookup(counts)), counters=bool(counts))
+
+    def _restore(self, backend: IptablesBackend, fam: Family, text: str, counters: bool = False) -> None:
+        try:
+            held = ipt.restore(self.netns, backend, fam, text, counters=counters, wait=self.lock_wait)
+        except XtablesLockHeld:
+            self.events.record_lock_wait()
+            raise
+        if held:
+            self.events.record_lock_wait()
 
     def _apply(self, fam: Family, want: Ruleset, have: Ruleset, saved: dict[str, SavedTable] | None) -> Changes:
         changes = diff(want, have, names.OWNERSHIP.jumps)
@@ -247,6 +279,8 @@ class IptablesDataplane:
             return changes
         try:
             self._write(fam, changes, have, saved)
+        except XtablesLockHeld:
+            raise
         except IptablesError as exc:
             # Our picture of the kernel was wrong (someone changed it): re-read, retry once.
             log.warning("partial restore failed, retrying against the kernel's state: %s", exc)
@@ -280,8 +314,10 @@ class IptablesDataplane:
                 if have is None or not have.tables:
                     continue
                 changes = diff(Ruleset(fam, ()), have, names.OWNERSHIP.jumps)
-                ipt.restore(self.netns, backend, fam, render(changes))
+                self._restore(backend, fam, render(changes))
                 log.info("removed kernsplit chains (%s, %s)", backend.value, fam.value)
+                if backend is IptablesBackend.NFT:
+                    nft_tables.delete_if_empty(self.netns, fam, [t.name for t in have.tables])
         self._plans, self._trusted = {}, False
 
     def installed(self) -> bool:
