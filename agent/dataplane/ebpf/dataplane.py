@@ -150,6 +150,17 @@ class EbpfDataplane:
     def installed(self) -> bool:
         return self.pins.map("ks_services").exists()
 
+    def capacity(self) -> dict[str, tuple[int, int]]:
+        """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
+        through fds of its own (the metrics endpoint runs beside the sync loop)."""
+        if not self.installed():
+            return {}
+        maps = KernelMaps(self.pins)
+        try:
+            return maps.fill()
+        finally:
+            maps.close()
+
     def observe(self) -> list[ObservedSplit]:
         if not self.installed():
             return []
