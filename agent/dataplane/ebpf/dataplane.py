@@ -228,7 +228,7 @@ class EbpfDataplane:
         found = installed_schema(self.pins)
         adopted = found == self.config.schema
         rebuilt: list[loader.Repair] = []
-        if adopted and self.pins.complete():
+        if adopted and not self.pins.missing(self.interception):
             pass                               # adopt: same programs, same map layouts
         elif adopted:
             rebuilt = self._rebuild(staging, images)
@@ -268,7 +268,7 @@ class EbpfDataplane:
         """Our own schema, but map or program pins are gone, and with them the only way to open
         those objects (by id needs CAP_SYS_ADMIN). Build the same install beside it, copy every
         map's entries over (counters included), fill, and swap programs in place."""
-        missing = self.pins.missing()
+        missing = self.pins.missing(self.interception)
         self.compile_seconds = loader.compile_and_pin(staging)
         copied = carry(self.pins, staging)
         self._fill(staging, images)
