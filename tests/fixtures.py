@@ -12,6 +12,7 @@ import errno
 import math
 import os
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -308,6 +309,16 @@ def assert_golden(relative: str, text: str) -> None:
 
 
 # --- eBPF -------------------------------------------------------------------------------------------
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, as a kubelet stops the agent; SIGKILL if it does not stop."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 
 def program_ids(dp) -> dict[str, int]:
     """Kernel ids of the programs pinned by an EbpfDataplane: equal ids mean nothing was reloaded."""

@@ -135,7 +135,13 @@ def as_tables(splits: list[ObservedSplit]) -> str:
 
 
 def _observe(found: list, service: str | None) -> list[ObservedSplit]:
-    return in_order(s for dp in found for s in dp.observe() if _matches(s, service))
+    splits = []
+    for dp in found:
+        try:
+            splits += [s for s in dp.observe() if _matches(s, service)]
+        except (OSError, RuntimeError) as exc:   # e.g. a pin removed by hand: say which, no traceback
+            raise click.ClickException(f"{dp.name} dataplane: {exc}") from exc
+    return in_order(splits)
 
 
 def _watch(found: list, service: str | None, interval: float, window_seconds: float, count: int) -> None:

@@ -11,7 +11,6 @@ with a warning in the log.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import pytest
 from conftest import throwaway_netns
 from kernsplit.agent.iptables.exec import save
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
+from tests.fixtures import stop_process
 
 pytestmark = pytest.mark.kernel
 
@@ -77,12 +77,7 @@ def world(root_required, tmp_path):
             _until(lambda: served(netns) == set(ROOTS.values()), "the first sync")
             yield netns, config, log
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def _until(check, what: str, timeout: float = 10.0) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from kernsplit.agent import mounts
 from kernsplit.agent.dataplane.base import Desired, ObservedBackend, ObservedSplit, PortKey, SyncResult, by_key
 from kernsplit.agent.dataplane.ebpf import loader, plan, preview, schema
-from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, installed_schema
+from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, carry, installed_schema
 from kernsplit.agent.model.resolved import SplitPort
 
 DEFAULT_BPFFS = Path("/sys/fs/bpf/kernsplit")
@@ -35,6 +35,14 @@ class EbpfDataplane:
 
     A split port that does not fit the maps is skipped (the kernel keeps its previous state for
     that address, if any), logged as an error, and listed in `rejected` after each sync.
+
+    A full sync also verifies what the maps hang on: every map and program pin (one removed is
+    pinned again from the fd this agent holds, so the object and its counters stay the same) and
+    every link (missing, detached, or on another cgroup, as after the cgroup was removed and
+    recreated: attached again). Each repair is logged at warning level and listed in
+    `SyncResult.repaired`. A start that finds a map or program pin of its own schema gone (no
+    fd left to pin it from) builds a new install beside the old one, copies every map's entries
+    over, counters included, and swaps the programs in place.
     """
 
     name = "ebpf"
@@ -57,6 +65,8 @@ class EbpfDataplane:
         self.compile_seconds: float | None = None    # set when this instance compiled
         self.last_write_seconds = 0.0                 # time the last sync spent writing maps
         self.links_created = 0
+        self._progs: dict[Path, int] = {}            # pin -> our fd, to pin a program again
+        self._started: list[loader.Repair] = []      # repairs made by the start (`_ready`)
 
     # --- Dataplane protocol ------------------------------------------------------------------
 
@@ -64,6 +74,7 @@ class EbpfDataplane:
         desired = by_key(desired)
         scope = self._reimage(desired, changed)      # validates before anything is touched
         self.rejected = [r.message for r in self._rejected.values()]
+        started = self._maps is None
         maps = self._ready(self._images.values())     # a view: read only on a first install
         if full or self._known is None:
             self._known, scope = maps.read_all(), None
@@ -86,7 +97,29 @@ class EbpfDataplane:
             self.last_write_seconds = time.perf_counter() - start
         self._known = p.applied_to(self._known, partial=scope is not None)
         unchanged = p.unchanged if scope is None else len(self._images) - p.written
-        return SyncResult(written=p.written, removed=p.removed, unchanged=unchanged)
+        if started:                        # the start verified (and repaired) everything itself
+            repaired, self._started = self._started, []
+        else:
+            repaired = self._repair() if full else []
+        return SyncResult(written=p.written, removed=p.removed, unchanged=unchanged,
+                          repaired=tuple(r.metric for r in repaired))
+
+    def _repair(self) -> list[loader.Repair]:
+        """Verify the pins and the attachments under the maps (a full sync's second half), repair
+        what is broken, and log each repair."""
+        assert self._maps is not None
+        found = loader.repin(self._maps.held(), "map pin") + loader.repin(self._progs, "program pin")
+        found += loader.attach(self.pins, self._cgroup(), self.interception)
+        self._log_repairs(found)
+        return found
+
+    def _log_repairs(self, repairs: Iterable[loader.Repair]) -> None:
+        for r in repairs:
+            log.warning("ebpf: repaired %s", r, extra={"dataplane": self.name, "repaired": r.kind,
+                                                     "object": r.name})
+
+    def _cgroup(self) -> Path:
+        return self.cgroup or mounts.cgroup2()
 
     def _reimage(self, desired: Mapping[PortKey, SplitPort], changed: frozenset[PortKey] | None
                  ) -> frozenset[PortKey] | None:
@@ -148,7 +181,7 @@ class EbpfDataplane:
         loader.remove(self.pins)
 
     def installed(self) -> bool:
-        return self.pins.map("ks_services").exists()
+        return self.pins.any()
 
     def capacity(self) -> dict[str, tuple[int, int]]:
         """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
@@ -164,6 +197,9 @@ class EbpfDataplane:
     def observe(self) -> list[ObservedSplit]:
         if not self.installed():
             return []
+        missing = [self.pins.map(m) for m in loader.MAPS if not self.pins.map(m).exists()]
+        if missing and self._maps is None:
+            raise loader.MissingPins(self.pins, missing)
         maps = self._maps or KernelMaps(self.pins)
         try:
             out = []
@@ -188,6 +224,9 @@ class EbpfDataplane:
         if self._maps is not None:
             self._maps.close()
             self._maps = None
+        for fd in self._progs.values():
+            os.close(fd)
+        self._progs = {}
         self._known = None
 
     def _ready(self, images: Iterable[plan.SplitImage]) -> KernelMaps:
@@ -197,14 +236,20 @@ class EbpfDataplane:
         staging = self.pins.staging()
         if staging.root.exists():
             loader.remove(staging)         # left by a crash during a replacement; never attached
-        if self.pins.complete() and installed_schema(self.pins) == self.config.schema:
+        found = installed_schema(self.pins)
+        adopted = found == self.config.schema
+        rebuilt: list[loader.Repair] = []
+        if adopted and not self.pins.missing(self.interception):
             pass                               # adopt: same programs, same map layouts
+        elif adopted:
+            rebuilt = self._rebuild(staging, images)
         elif self.pins.attached():
             # Another version's install is live: build ours beside it, fill it, then swap
             # programs in place, so connects never meet an unrewritten moment.
-            log.warning("ebpf: pins under %s were built from another schema (fingerprint %s, "
-                        "this agent %s): replacing programs and maps; counters restart from zero",
-                        self.pins.root, (installed_schema(self.pins) or b"").hex()[:12] or "none",
+            log.warning("ebpf: pins under %s were built from another schema (%s, this agent %s): replacing "
+                        "programs and maps; counters restart from zero", self.pins.root,
+                        f"fingerprint {found.hex()[:12]}" if found else
+                        f"no fingerprint: {self.pins.map('ks_config')} is missing or of another layout",
                         self.config.schema.hex()[:12])
             self.compile_seconds = loader.compile_and_pin(staging)
             self._fill(staging, images)
@@ -218,18 +263,44 @@ class EbpfDataplane:
         try:
             if maps.config() != self.config:   # before attaching: the uid filter holds at once
                 maps.write_config(self.config)
-            self.links_created = loader.attach(self.pins, self.cgroup or mounts.cgroup2(), self.interception)
+            links = loader.attach(self.pins, self._cgroup(), self.interception)
+            self._progs = loader.held_programs(self.pins)
         except BaseException:
             maps.close()
             raise
+        self.links_created = len(links)
+        if adopted:                            # links an install of ours lost are repairs too
+            self._started = rebuilt + links
+            self._log_repairs(links)
         self._maps = maps
         return maps
 
+    def _rebuild(self, staging: loader.Pins, images: Iterable[plan.SplitImage]) -> list[loader.Repair]:
+        """Our own schema, but map or program pins are gone, and with them the only way to open
+        those objects (by id needs CAP_SYS_ADMIN). Build the same install beside it, copy every
+        map's entries over (counters included), fill, and swap programs in place."""
+        missing = self.pins.missing(self.interception)
+        self.compile_seconds = loader.compile_and_pin(staging)
+        copied = carry(self.pins, staging)
+        self._fill(staging, images)
+        loader.swap(self.pins, staging)
+        # Counters are per backend index of ks_meta's list: without either map they mean nothing.
+        kept = ("connection counters kept" if {"ks_counters", "ks_meta"} <= set(copied)
+                else "connection counters restart from zero")
+        repairs = [loader.Repair("map pin" if p.parent.name == "maps" else "program pin", p.name,
+                                 f"pin {p} was missing: rebuilt the install under {self.pins.root} with the "
+                                 f"same schema, map entries copied over ({kept})")
+                   for p in missing]
+        self._log_repairs(repairs)
+        return repairs
+
     def _fill(self, staged: loader.Pins, images: Iterable[plan.SplitImage]) -> None:
-        """Write config and every split into a new install's maps before it goes live."""
+        """Write config and every split into a new install's maps before it goes live (over
+        what `carry` copied into them, if anything)."""
         maps = KernelMaps(staged)
         try:
             maps.write_config(self.config)
-            maps.apply(plan.plan(images, {}).ops)
+            p = plan.plan(images, maps.read_all(), keep=[r.key for r in self._rejected.values()])
+            maps.apply(plan.with_orphans(p, maps.slot_keys(), maps.meta_ids()))
         finally:
             maps.close()

@@ -95,6 +95,13 @@ class Pins:
         return (all(self.map(m).exists() for m in MAPS)
                 and all(self.prog(p).exists() for p in PROGRAMS))
 
+    def missing(self, interception: bool = False) -> list[Path]:
+        """The map and split program pins that `complete` needs and that are not there; with
+        `interception`, the interception programs' too."""
+        progs = [*PROGRAMS, *INTERCEPT_PROGRAMS, TC_PROGRAM] if interception else PROGRAMS
+        return ([self.map(m) for m in MAPS if not self.map(m).exists()]
+                + [self.prog(p) for p in progs if not self.prog(p).exists()])
+
     def any(self) -> bool:
         return self.root.exists() and any(self.root.rglob("*"))
 
@@ -174,6 +181,55 @@ def check_alignment(map_fds: Mapping[str, int], mirrors: Mapping[str, tuple[type
                              + "; ".join(problems))
 
 
+class MissingPins(LoaderError):
+    """Pins of an install are gone: reading it would fail half-way."""
+
+    def __init__(self, pins: Pins, missing: list[Path]):
+        super().__init__(f"the eBPF install under {pins.root} is incomplete: missing pin "
+                         f"{', '.join(map(str, missing))} (a running agent re-pins it at its next full "
+                         "resync; an agent started now repairs it)")
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One kernel object of ours found broken and repaired."""
+    kind: str         # "link", "map pin", "program pin"
+    name: str         # the program or map
+    why: str          # what was wrong, and what was done
+
+    @property
+    def metric(self) -> str:
+        """The `what` label of kernsplit_kernel_repairs."""
+        return "ebpf_" + self.kind.replace(" ", "_")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}: {self.why}"
+
+
+def repin(held: Mapping[Path, int], kind: str) -> list[Repair]:
+    """Pin again, from the fd this process holds, each object whose pin is gone (the object lives
+    on while anything holds it: the pin is only its name). The same object, so a map keeps its
+    entries and counters and a program keeps its attachments."""
+    done = []
+    for path, fd in held.items():
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bpfsys.obj_pin(fd, path)
+        done.append(Repair(kind, path.name, f"pin {path} was missing: pinned the same object again"))
+    return done
+
+
+def held_programs(pins: Pins) -> dict[Path, int]:
+    """An fd on every pinned program (for `repin`; the caller closes them)."""
+    fds: dict[Path, int] = {}
+    for name in all_programs():
+        if pins.prog(name).exists():
+            fds[pins.prog(name)] = bpfsys.obj_get(pins.prog(name))
+    return fds
+
+
 class _ProgInfo(ct.Structure):
     _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("rest", ct.c_uint8 * 248)]
 
@@ -188,12 +244,31 @@ def prog_id(path: Path) -> int:
         os.close(fd)
 
 
-def attach(pins: Pins, cgroup: Path, interception: bool = False) -> int:
+def link_problem(target: tuple[int, int] | None, prog: int, cgroup_id: int, cgroup: Path) -> str | None:
+    """What is wrong with a link found as `target` ((program id, cgroup id) of the pinned link; None:
+    no pin) when it should run program `prog` on `cgroup`; None when nothing is."""
+    if target is None:
+        return "its link pin was missing"
+    found_prog, found_cgroup = target
+    if found_cgroup == 0:
+        return "it was detached (or its cgroup was removed)"
+    if found_cgroup != cgroup_id:
+        return (f"it was attached to cgroup id {found_cgroup}, not to {cgroup} (id {cgroup_id}): the cgroup "
+                "was removed and recreated, or --cgroup changed")
+    if found_prog != prog:
+        return f"it ran program id {found_prog}, not the pinned one (id {prog})"
+    return None
+
+
+def attach(pins: Pins, cgroup: Path, interception: bool = False) -> list[Repair]:
     """Make every program attached to `cgroup` through a pinned link (the interception programs
     only with `interception`; without it, links of theirs left by an earlier run are removed).
-    Returns links created."""
-    cgroup_id = os.stat(cgroup).st_ino     # a cgroup v2 directory's inode is its cgroup id
-    created = 0
+    Returns the links created, each with what was wrong before (a first install: no pin)."""
+    try:
+        cgroup_id = os.stat(cgroup).st_ino     # a cgroup v2 directory's inode is its cgroup id
+    except FileNotFoundError:
+        raise LoaderError(f"cgroup {cgroup} does not exist: nothing can be attached to it") from None
+    created = []
     (pins.root / "links").mkdir(parents=True, exist_ok=True)
     wanted = cgroup_programs(interception)
     refused = [n for n in (*INTERCEPT_PROGRAMS, TC_PROGRAM) if not pins.prog(n).exists()] if interception else []
@@ -208,10 +283,12 @@ def attach(pins: Pins, cgroup: Path, interception: bool = False) -> int:
         for name, attach_type in wanted.items():
             want_prog = prog_id(pins.prog(name))
             link = pins.link(name)
+            target = None
             if link.exists():
                 fd = bpfsys.obj_get(link)
                 try:
-                    if bpfsys.link_target(fd) == (want_prog, cgroup_id):
+                    target = bpfsys.link_target(fd)
+                    if link_problem(target, want_prog, cgroup_id, cgroup) is None:
                         continue
                     _detach_fd(fd, name)
                 finally:
@@ -226,7 +303,8 @@ def attach(pins: Pins, cgroup: Path, interception: bool = False) -> int:
                 bpfsys.obj_pin(link_fd, link)
             finally:
                 os.close(link_fd)
-            created += 1
+            created.append(Repair("link", name, f"{link_problem(target, want_prog, cgroup_id, cgroup)}: "
+                                                f"attached {name} to {cgroup} again"))
     finally:
         os.close(cg_fd)
     return created
@@ -296,6 +374,7 @@ def remove(pins: Pins) -> None:
         pins.root.rmdir()
 
 
-__all__ = ["Pins", "LoaderError", "AlignmentError", "check_alignment", "ensure_bpffs", "compile_and_pin", "attach",
+__all__ = ["Pins", "LoaderError", "MissingPins", "Repair", "repin", "held_programs", "link_problem",
+           "AlignmentError", "check_alignment", "ensure_bpffs", "compile_and_pin", "attach",
            "swap", "remove", "prog_id", "all_programs", "cgroup_programs", "INTERCEPT_PROGRAMS",
            "TC_PROGRAM"]

@@ -6,6 +6,7 @@ import ctypes as ct
 import ipaddress
 import socket
 from fractions import Fraction
+from pathlib import Path
 
 from kernsplit.agent.dataplane.ebpf import abi, bpfsys, plan
 from kernsplit.agent.dataplane.ebpf.loader import MAPS, Pins
@@ -97,6 +98,57 @@ def installed_schema(pins: Pins) -> bytes | None:
         cfg.close()
 
 
+def _open(pins: Pins, name: str) -> bpfsys.Map:
+    key_t, val_t = abi.MAP_TYPES[name]
+    return bpfsys.Map(pins.map(name), key_t, val_t, per_cpu=name in abi.PER_CPU_MAPS)
+
+
+def carry(old: Pins, new: Pins) -> list[str]:
+    """Copy every entry of the maps still pinned under `old` into the same maps under `new`, an
+    install of the same schema (same layouts) that is not live yet: split tables and their
+    connection counters, socket origins, registered pods. ks_config is the new install's own.
+    Returns the maps copied. ks_counters, an array of every (split, backend) slot, is copied
+    only for the splits the old install lists."""
+    copied = []
+    for name in MAPS:
+        if name == "ks_config" or not old.map(name).exists():
+            continue
+        src, dst = _open(old, name), _open(new, name)
+        try:
+            if name == "ks_counters":
+                keys = [ct.c_int32(i * abi.KS_MAX_BACKENDS + b) for i in _split_ids(old)
+                        for b in range(abi.KS_MAX_BACKENDS)]
+            else:
+                keys = src.keys()
+            for key in keys:
+                value = src.lookup(key)
+                if value is not None:
+                    dst.update(key, value)
+        finally:
+            src.close()
+            dst.close()
+        copied.append(name)
+    return copied
+
+
+def _split_ids(pins: Pins) -> set[int]:
+    """Split ids in use under `pins`: in ks_services' entries and ks_meta's keys, either may be gone."""
+    ids: set[int] = set()
+    if pins.map("ks_services").exists():
+        services = _open(pins, "ks_services")
+        try:
+            ids |= {v.split_id for v in map(services.lookup, services.keys()) if v is not None}
+        finally:
+            services.close()
+    if pins.map("ks_meta").exists():
+        metas = _open(pins, "ks_meta")
+        try:
+            ids |= {k.value for k in metas.keys()}
+        finally:
+            metas.close()
+    return ids
+
+
 class KernelMaps:
     """Open fds on our pinned maps (no BCC, no compilation)."""
 
@@ -104,11 +156,14 @@ class KernelMaps:
         self.maps: dict[str, bpfsys.Map] = {}
         try:
             for name in MAPS:
-                key_t, val_t = abi.MAP_TYPES[name]
-                self.maps[name] = bpfsys.Map(pins.map(name), key_t, val_t, per_cpu=name in abi.PER_CPU_MAPS)
+                self.maps[name] = _open(pins, name)
         except BaseException:
             self.close()
             raise
+
+    def held(self) -> dict[Path, int]:
+        """Pin path -> our fd, for each map (to pin it again if its pin is removed)."""
+        return {m.path: m.fd for m in self.maps.values()}
 
     def close(self) -> None:
         for m in self.maps.values():
