@@ -22,6 +22,9 @@ def registered(bpffs: str | None) -> list[RegisteredPod]:
     if not pins.map("ks_pods").exists():
         raise click.ClickException(f"no eBPF interception install under {pins.root} "
                                    "(kernsplit agent --dataplane ebpf --interception)")
+    missing = [pins.map(m) for m in ("ks_pod_addrs", "ks_pod_counters") if not pins.map(m).exists()]
+    if missing:
+        raise click.ClickException(str(loader.MissingPins(pins, missing)))
     with PodMaps(pins) as maps:
         return maps.registered()
 

@@ -126,6 +126,12 @@ def test_show_names_a_missing_pin_without_a_traceback(live):
         assert proc.returncode != 0, proc.stdout
         assert "Traceback" not in proc.stderr, proc.stderr
         assert str(missing) in proc.stderr, proc.stderr
+    proc = subprocess.run([KERNSPLIT, "show", "--pods", "--bpffs", str(lab.bpffs)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr                # the pods' maps are all there
+    missing = lab.bpffs / "maps" / "ks_pod_counters"
+    missing.unlink()
+    proc = subprocess.run([KERNSPLIT, "show", "--pods", "--bpffs", str(lab.bpffs)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and str(missing) in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("pin", ["progs/sock4_connect", "maps/ks_slots", "links/sock4_getpeername"])

@@ -138,6 +138,20 @@ def test_agent_ebpf_works_with_bpf_and_net_admin(ebpf_target):
 
 
 @pytest.mark.bpf
+@pytest.mark.parametrize("pin", ["progs/sock4_connect", "maps/ks_slots", "links/sock6_connect"])
+def test_agent_ebpf_repairs_a_removed_pin_with_its_set(ebpf_target, pin):
+    netns, cgroup, bpffs = ebpf_target
+    assert run_with(netns, AGENT_EBPF, agent_ebpf(cgroup, bpffs)).returncode == 0
+    (bpffs / pin).unlink()
+    proc = run_with(netns, AGENT_EBPF, agent_ebpf(cgroup, bpffs))     # no CAP_SYS_ADMIN to reopen by id
+    assert proc.returncode == 0, proc.stderr
+    repaired = [line for line in proc.stderr.splitlines() if "repaired" in line and Path(pin).name in line]
+    assert repaired and "another schema" not in proc.stderr, proc.stderr
+    assert (bpffs / pin).exists()
+    assert attached(cgroup).count("cgroup_inet4_connect") == 1
+
+
+@pytest.mark.bpf
 @pytest.mark.parametrize("granted, missing", one_fewer(AGENT_EBPF))
 def test_agent_ebpf_without_one_names_it(ebpf_target, granted, missing):
     netns, cgroup, bpffs = ebpf_target

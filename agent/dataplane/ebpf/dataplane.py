@@ -183,6 +183,17 @@ class EbpfDataplane:
     def installed(self) -> bool:
         return self.pins.any()
 
+    def capacity(self) -> dict[str, tuple[int, int]]:
+        """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
+        through fds of its own (the metrics endpoint runs beside the sync loop)."""
+        if not self.installed():
+            return {}
+        maps = KernelMaps(self.pins)
+        try:
+            return maps.fill()
+        finally:
+            maps.close()
+
     def observe(self) -> list[ObservedSplit]:
         if not self.installed():
             return []
@@ -228,7 +239,7 @@ class EbpfDataplane:
         found = installed_schema(self.pins)
         adopted = found == self.config.schema
         rebuilt: list[loader.Repair] = []
-        if adopted and self.pins.complete():
+        if adopted and not self.pins.missing(self.interception):
             pass                               # adopt: same programs, same map layouts
         elif adopted:
             rebuilt = self._rebuild(staging, images)
@@ -268,7 +279,7 @@ class EbpfDataplane:
         """Our own schema, but map or program pins are gone, and with them the only way to open
         those objects (by id needs CAP_SYS_ADMIN). Build the same install beside it, copy every
         map's entries over (counters included), fill, and swap programs in place."""
-        missing = self.pins.missing()
+        missing = self.pins.missing(self.interception)
         self.compile_seconds = loader.compile_and_pin(staging)
         copied = carry(self.pins, staging)
         self._fill(staging, images)

@@ -95,10 +95,12 @@ class Pins:
         return (all(self.map(m).exists() for m in MAPS)
                 and all(self.prog(p).exists() for p in PROGRAMS))
 
-    def missing(self) -> list[Path]:
-        """The map and split program pins that `complete` needs and that are not there."""
+    def missing(self, interception: bool = False) -> list[Path]:
+        """The map and split program pins that `complete` needs and that are not there; with
+        `interception`, the interception programs' too."""
+        progs = [*PROGRAMS, *INTERCEPT_PROGRAMS, TC_PROGRAM] if interception else PROGRAMS
         return ([self.map(m) for m in MAPS if not self.map(m).exists()]
-                + [self.prog(p) for p in PROGRAMS if not self.prog(p).exists()])
+                + [self.prog(p) for p in progs if not self.prog(p).exists()])
 
     def any(self) -> bool:
         return self.root.exists() and any(self.root.rglob("*"))
