@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 from fractions import Fraction
 
@@ -165,3 +166,21 @@ def test_preview_of_an_installed_split_is_the_flip_and_writes_nothing(lab):
         assert dp.sync([seed]).unchanged == 1             # the preview changed nothing
     finally:
         dp.close()
+
+
+AGENT_WITHOUT_BCC = """
+import sys
+from kernsplit.agent.dataplane.ebpf import EbpfDataplane
+dp = EbpfDataplane(cgroup=sys.argv[1], bpffs=sys.argv[2])
+dp.sync([])
+dp.close()
+print("bcc" in sys.modules)
+"""
+
+
+def test_the_agent_process_compiles_in_a_child_and_never_loads_bcc_itself(lab):
+    # BCC's compiler stays in the memory of any process that imports it: the agent only opens pins.
+    out = subprocess.run([sys.executable, "-c", AGENT_WITHOUT_BCC, str(lab.cgroup), str(lab.bpffs)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert make(lab).installed()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kernsplit.agent import mounts
 from kernsplit.agent.dataplane.base import Desired, ObservedBackend, ObservedSplit, PortKey, SyncResult, by_key
-from kernsplit.agent.dataplane.ebpf import loader, plan, preview, schema
+from kernsplit.agent.dataplane.ebpf import build, loader, plan, preview, schema
 from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, carry, installed_schema
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -251,14 +251,14 @@ class EbpfDataplane:
                         f"fingerprint {found.hex()[:12]}" if found else
                         f"no fingerprint: {self.pins.map('ks_config')} is missing or of another layout",
                         self.config.schema.hex()[:12])
-            self.compile_seconds = loader.compile_and_pin(staging)
+            self.compile_seconds = build.compile_and_pin(staging)
             self._fill(staging, images)
             loader.swap(self.pins, staging)
             self.replaced = True
         else:
             # Nothing attached (first install, or a crash during it): start clean.
             loader.remove(self.pins)
-            self.compile_seconds = loader.compile_and_pin(self.pins)
+            self.compile_seconds = build.compile_and_pin(self.pins)
         maps = KernelMaps(self.pins)
         try:
             if maps.config() != self.config:   # before attaching: the uid filter holds at once
@@ -280,7 +280,7 @@ class EbpfDataplane:
         those objects (by id needs CAP_SYS_ADMIN). Build the same install beside it, copy every
         map's entries over (counters included), fill, and swap programs in place."""
         missing = self.pins.missing(self.interception)
-        self.compile_seconds = loader.compile_and_pin(staging)
+        self.compile_seconds = build.compile_and_pin(staging)
         copied = carry(self.pins, staging)
         self._fill(staging, images)
         loader.swap(self.pins, staging)

@@ -1,0 +1,83 @@
+"""Compile and pin the BPF programs in a short-lived child process.
+
+BCC (its LLVM, the compiled object, the kernel-header tree) costs the process that imports it
+about 110 MiB that Python never gives back. The agent only needs what BCC leaves behind: pinned
+programs and maps, which it opens by path. So a child process (`python -m
+kernsplit.agent.dataplane.ebpf.build PINS_ROOT`) runs `loader.compile_and_pin`, which also checks
+the ctypes mirrors against the compiled object's BTF (through the fds BCC holds, in the child),
+and exits; the agent never imports BCC.
+
+The child answers with one JSON line on stdout: the compile time and the warnings it logged, or
+the error (its class, for `AlignmentError`, and its message). Its stderr is passed on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from kernsplit.agent.dataplane.ebpf import loader
+
+log = logging.getLogger("kernsplit.agent.ebpf")
+
+TIMEOUT = 300.0            # seconds; a compile takes under a second
+_ERRORS = {"AlignmentError": loader.AlignmentError}
+
+
+def compile_and_pin(pins: loader.Pins) -> float:
+    """`loader.compile_and_pin(pins)` in a child process. Returns the seconds the compile took."""
+    argv = [sys.executable, "-m", __name__, str(pins.root)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise loader.LoaderError(f"compiling the BPF programs took more than {TIMEOUT:.0f} s") from exc
+    answer = _answer(proc.stdout)
+    if answer is None:
+        raise loader.LoaderError(f"compiling the BPF programs failed (exit {proc.returncode}): "
+                                 f"{proc.stderr.strip()[-2000:] or 'no output'}")
+    for level, message in answer.get("logs", ()):
+        log.log(level, "%s", message)
+    if "error" in answer:
+        raise _ERRORS.get(answer["error"], loader.LoaderError)(answer["message"])
+    return float(answer["seconds"])
+
+
+def _answer(stdout: str) -> dict | None:
+    lines = stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
+
+
+class _Collect(logging.Handler):
+    """The child's warnings, handed back to the agent to log as its own."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelno, record.getMessage()))
+
+
+def main(root: str) -> int:
+    collected = _Collect()
+    tree = logging.getLogger("kernsplit")
+    tree.addHandler(collected)
+    tree.setLevel(logging.WARNING)
+    try:
+        seconds = loader.compile_and_pin(loader.Pins(Path(root)))
+    except Exception as exc:  # noqa: BLE001 (BCC raises a bare Exception with the compiler's verdict)
+        answer = {"error": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+    else:
+        answer = {"seconds": seconds}
+    answer["logs"] = collected.records
+    print(json.dumps(answer), flush=True)
+    return 0 if "seconds" in answer else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))
