@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kernsplit.agent import heap
 from kernsplit.agent.dataplane.base import Dataplane, SyncResult
 from kernsplit.agent.model.diagnostics import Diagnostic
 from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
@@ -227,6 +228,7 @@ class Reconciler:
         self.pacer.started(now)
         self.apply(self.queue.drain())
         ok = self.sync(full=True, reason=reason, everything=self.last_sync is None) is not None
+        heap.release()              # what the full sync built and dropped, back to the kernel
         return time.monotonic() + (self.timing.resync_interval if ok else self.timing.retry_interval)
 
     def _wait(self, next_full: float | None) -> float:
