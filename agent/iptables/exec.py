@@ -11,7 +11,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from kernsplit.agent.iptables import xlock
 from kernsplit.agent.iptables.kinds import Family, IptablesBackend
@@ -66,6 +66,23 @@ def save(netns: str | os.PathLike | None, backend: IptablesBackend, family: Fami
     if counters:
         argv.append("-c")
     return _run(argv, netns)
+
+
+def save_lines(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family = Family.V4,
+               counters: bool = False) -> Iterator[str]:
+    """`save`, line by line as iptables-save writes them: tens of thousands of rules are never
+    held as one text. Raises IptablesError at the end when the command failed."""
+    argv = [binary("save", backend, family), *(["-c"] if counters else [])]
+    try:
+        proc = subprocess.Popen(wrap_command(argv, netns), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError as exc:
+        raise IptablesError(f"{argv[0]} not found: install the iptables package") from exc
+    with proc:
+        yield from proc.stdout
+        stderr = proc.stderr.read()
+    if proc.returncode != 0:
+        where = f" in netns {netns}" if netns else ""
+        raise IptablesError(f"{' '.join(argv)}{where} failed (exit {proc.returncode}): {stderr.strip()}")
 
 
 def list_chain(netns: str | os.PathLike | None, backend: IptablesBackend, family: Family, table: str, chain: str,

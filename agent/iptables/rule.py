@@ -18,7 +18,7 @@ def target_of(args: Sequence[str]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     chain: str
     args: tuple[str, ...]        # everything after `-A CHAIN`, as iptables-save prints it

@@ -19,7 +19,7 @@ BUILTIN_TARGETS = frozenset({"ACCEPT", "DROP", "RETURN", "REJECT", "DNAT", "SNAT
                              "MARK", "CONNMARK", "LOG", "TPROXY"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chain:
     name: str
     rules: tuple[Rule, ...]

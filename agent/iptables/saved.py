@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kernsplit.agent.iptables.rule import target_of
@@ -26,7 +28,7 @@ def split_words(line: str) -> list[str]:
     return [_ESCAPE.sub(r"\1", w[1:-1]) if w[0] == '"' else w for w in _WORD.findall(line)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SavedRule:
     chain: str
     args: tuple[str, ...]          # everything after "-A CHAIN", shell-split
@@ -61,10 +63,12 @@ class SavedTable:
         return list(self._by_chain.get(chain, ()))
 
 
-def parse_save(text: str) -> dict[str, SavedTable]:
+def parse_save(text: str | Iterable[str]) -> dict[str, SavedTable]:
+    """`text`: the whole output, or its lines as they are read (`exec.save_lines`). Words are
+    interned: at thousands of rules, most of them ("-m", "comment", chain names) repeat."""
     tables: dict[str, SavedTable] = {}
     current: SavedTable | None = None
-    for raw in text.splitlines():
+    for raw in (text.splitlines() if isinstance(text, str) else text):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -82,6 +86,6 @@ def parse_save(text: str) -> dict[str, SavedTable]:
             parts = line[1:].split()
             current.chains[parts[0]] = parts[1] if len(parts) > 1 else "-"
         elif line.startswith("-A "):
-            words = split_words(line)
+            words = [sys.intern(w) for w in split_words(line)]
             current.add(SavedRule(words[1], tuple(words[2:]), packets, nbytes))
     return tables

@@ -113,11 +113,10 @@ class IptablesDataplane:
     def _saved(self, family: Family, backend: IptablesBackend | None = None) -> dict[str, SavedTable] | None:
         """The kernel's tables with counters, parsed; None when this family's iptables is unusable."""
         try:
-            text = ipt.save(self.netns, backend or self.backend, family, counters=True)
+            return parse_save(ipt.save_lines(self.netns, backend or self.backend, family, counters=True))
         except IptablesError as exc:
             log.debug("cannot read %s tables: %s", family.value, exc)
             return None
-        return parse_save(text)
 
     def _read(self, family: Family, backend: IptablesBackend | None = None) -> Ruleset | None:
         """Our part of the kernel's tables; None when this family's iptables is unusable."""

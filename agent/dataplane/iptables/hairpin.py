@@ -47,14 +47,20 @@ _SKIP = ("-m", "conntrack", "!", "--ctstate", "DNAT",
 _MASQ_COMMENT = comments.jump("hairpin")     # short: one per endpoint IP
 
 
-def endpoint_rules(sp: SplitPort) -> tuple[Rule, ...]:
-    """One MASQUERADE rule per distinct endpoint IP of a split port (the dataplane caches these
-    per split port; `chain` dedupes across split ports)."""
-    host = 128 if sp.family == 6 else 32
-    ips = dict.fromkeys(we.endpoint.ip for we in sp.endpoints)
-    return tuple(Rule(names.HAIRPIN, ("-s", f"{ip}/{host}", "-d", f"{ip}/{host}",
-                                      "-m", "comment", "--comment", _MASQ_COMMENT, "-j", "MASQUERADE"))
-                 for ip in ips)
+def endpoint_ips(sp: SplitPort) -> tuple[str, ...]:
+    """The distinct endpoint IPs of a split port, in order: what its hairpin rules depend on. The
+    dataplane keeps these per split port (the model's own strings, so they cost nothing) and
+    makes the rules only when it assembles a ruleset."""
+    return tuple(dict.fromkeys(we.endpoint.ip for we in sp.endpoints))
+
+
+def endpoint_rules(ips: Iterable[str]) -> tuple[Rule, ...]:
+    """One MASQUERADE rule per endpoint IP (`chain` dedupes across split ports)."""
+    return tuple(_masquerade(ip, f"{ip}/{128 if ':' in ip else 32}") for ip in ips)
+
+
+def _masquerade(ip: str, net: str) -> Rule:
+    return Rule(names.HAIRPIN, ("-s", net, "-d", net, "-m", "comment", "--comment", _MASQ_COMMENT, "-j", "MASQUERADE"))
 
 
 def chain(per_port: Iterable[tuple[Rule, ...]]) -> Chain:

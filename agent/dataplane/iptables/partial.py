@@ -23,7 +23,7 @@ PortKey = tuple[str, int, str]
 
 def _own_chain_only(old: PortPlan | None, new: PortPlan | None) -> bool:
     """The change stays inside the split port's own KS-SVC chain."""
-    return (old is not None and new is not None and old.entry == new.entry and old.hairpin == new.hairpin
+    return (old is not None and new is not None and old.entry == new.entry and old.hairpin_ips == new.hairpin_ips
             and old.marks == new.marks)
 
 

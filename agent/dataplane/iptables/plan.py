@@ -25,6 +25,7 @@ the dataplane carries those counters over when a weight change rewrites the chai
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -47,8 +48,8 @@ def _order(sp: SplitPort) -> tuple:
 def _match(sp: SplitPort) -> tuple[str, ...]:
     """Destination match of a split port, in the canonical order iptables-save prints."""
     host = 128 if sp.family == 6 else 32
-    proto = sp.protocol.lower()
-    return ("-d", f"{sp.cluster_ip}/{host}", "-p", proto, "-m", proto, "--dport", str(sp.port))
+    proto = sys.intern(sp.protocol.lower())
+    return ("-d", f"{sp.cluster_ip}/{host}", "-p", proto, "-m", proto, "--dport", sys.intern(str(sp.port)))
 
 
 def _comments(texts: list[str]) -> tuple[str, ...]:
@@ -82,9 +83,9 @@ def _service_chain(sp: SplitPort) -> Chain:
 def _slot(svc: str, sp: SplitPort, choice: Choice, stat: tuple[str, ...]) -> Rule:
     # Argument order is the one iptables-save prints, so planned and observed rules compare equal.
     if isinstance(choice, RefusedShare):
-        return Rule(svc, ("-p", sp.protocol.lower(), "-m", "comment", "--comment", comments.refused(sp, choice),
+        return Rule(svc, ("-p", sys.intern(sp.protocol.lower()), "-m", "comment", "--comment", comments.refused(sp, choice),
                           *stat, *refuse.target()))
-    return Rule(svc, ("-p", sp.protocol.lower(), "-m", "comment", "--comment", comments.endpoint(sp, choice), *stat,
+    return Rule(svc, ("-p", sys.intern(sp.protocol.lower()), "-m", "comment", "--comment", comments.endpoint(sp, choice), *stat,
                       "-j", "DNAT", "--to-destination", str(choice.endpoint)))
 
 
@@ -93,7 +94,7 @@ def _jumps(hooks: Sequence[str], target: str, purpose: str) -> tuple[Rule, ...]:
     return tuple(Rule(h, args) for h in hooks)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortPlan:
     """Everything one split port contributes to the ruleset. Depends on that split port alone, so
     the dataplane caches it per SplitPort: a sync with one changed split plans one split port."""
@@ -104,7 +105,13 @@ class PortPlan:
     marks: bool                         # some slot refuses: needs KS-REFUSE and the filter reject rule
     entry: Rule                         # its KS-SERVICES rule
     chain: Chain                        # its KS-SVC chain
-    hairpin: tuple[Rule, ...]           # KS-POSTROUTING rules for its endpoint IPs
+    hairpin_ips: tuple[str, ...]        # its endpoint IPs, each with a KS-POSTROUTING rule
+
+    @property
+    def hairpin(self) -> tuple[Rule, ...]:
+        """Its KS-POSTROUTING rules, made when asked: held for every split port, they would
+        cost more than the rest of the plan."""
+        return hairpin.endpoint_rules(self.hairpin_ips)
 
 
 def port_plan(sp: SplitPort) -> PortPlan:
@@ -112,7 +119,7 @@ def port_plan(sp: SplitPort) -> PortPlan:
     entry = _entry(names.SERVICES, sp, [], ("-j", names.svc_chain(sp)))
     marks = any(isinstance(c, RefusedShare) for c in sp.choices)
     return PortPlan(sp.key, family_of(sp), _order(sp), sp.refuse, marks, entry, _service_chain(sp),
-                    hairpin.endpoint_rules(sp))
+                    hairpin.endpoint_ips(sp))
 
 
 def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Ruleset:

@@ -10,6 +10,7 @@ equal.
 """
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 SCALE = 1 << 31
@@ -39,4 +40,5 @@ def threshold(p: Fraction) -> int:
 
 
 def render(p: Fraction) -> str:
-    return f"{threshold(p) / SCALE:.11f}"
+    # Interned: thousands of splits share a few weights, and plans are kept for every split port.
+    return sys.intern(f"{threshold(p) / SCALE:.11f}")
