@@ -115,6 +115,17 @@ def _pins(root: Path) -> list[Path]:
             + [root / "links" / p for p in loader.PROGRAMS])
 
 
+def test_show_warns_that_a_listed_split_is_not_enforced(live):
+    lab, dp = live
+    _detach(lab.bpffs / "links" / "sock4_connect")
+    proc = subprocess.run([KERNSPLIT, "show", "--bpffs", str(lab.bpffs)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "my-app" in proc.stdout, proc.stderr
+    assert "sock4_connect is detached" in proc.stderr and "not split" in proc.stderr, proc.stderr
+    dp.sync([SPLIT], full=True)
+    proc = subprocess.run([KERNSPLIT, "show", "--bpffs", str(lab.bpffs)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_show_names_a_missing_pin_without_a_traceback(live):
     lab, dp = live
     dp.close()

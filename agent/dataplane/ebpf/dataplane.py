@@ -183,6 +183,12 @@ class EbpfDataplane:
     def installed(self) -> bool:
         return self.pins.any()
 
+    def problems(self) -> list[str]:
+        if not self.installed():
+            return []
+        return [f"{p}: connections are not split until the agent's next full resync"
+                for p in loader.unattached(self.pins)]
+
     def observe(self) -> list[ObservedSplit]:
         if not self.installed():
             return []

@@ -260,6 +260,26 @@ def link_problem(target: tuple[int, int] | None, prog: int, cgroup_id: int, cgro
     return None
 
 
+def unattached(pins: Pins) -> list[str]:
+    """What is wrong with the links of the installed programs, read from the pins alone (which
+    cgroup they should be on is the agent's --cgroup): a split program's link missing, or any
+    link detached."""
+    found = []
+    for name in attachable():
+        link = pins.link(name)
+        if not link.exists():
+            if name in PROGRAMS:
+                found.append(f"program {name} is not attached (no link pin {link})")
+            continue
+        fd = bpfsys.obj_get(link)
+        try:
+            if bpfsys.link_target(fd)[1] == 0:
+                found.append(f"program {name} is detached (link {link}, or its cgroup was removed)")
+        finally:
+            os.close(fd)
+    return found
+
+
 def attach(pins: Pins, cgroup: Path, interception: bool = False) -> list[Repair]:
     """Make every program attached to `cgroup` through a pinned link (the interception programs
     only with `interception`; without it, links of theirs left by an earlier run are removed).
@@ -374,7 +394,7 @@ def remove(pins: Pins) -> None:
         pins.root.rmdir()
 
 
-__all__ = ["Pins", "LoaderError", "MissingPins", "Repair", "repin", "held_programs", "link_problem",
+__all__ = ["Pins", "LoaderError", "MissingPins", "Repair", "repin", "held_programs", "link_problem", "unattached",
            "AlignmentError", "check_alignment", "ensure_bpffs", "compile_and_pin", "attach",
            "swap", "remove", "prog_id", "all_programs", "cgroup_programs", "INTERCEPT_PROGRAMS",
            "TC_PROGRAM"]
