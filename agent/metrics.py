@@ -120,6 +120,20 @@ class Metrics:
     def record_lock_wait(self) -> None:
         self.lock_waits.inc()
 
+    # --- reported by the Kubernetes source's reflectors (`WatchObserver`) -----------------------
+    def relisted(self, resource: str) -> None:
+        self.relists.labels(resource).inc()
+
+    def watch_restarted(self, resource: str) -> None:
+        self.watch_restarts.labels(resource).inc()
+
+    # --- kept by the loop as objects come and go -------------------------------------------------
+    def count_object(self, kind: str, delta: int) -> None:
+        self.objects.labels(kind).inc(delta)
+
+    def count_object_errors(self, kind: str, delta: int) -> None:
+        self.object_errors.labels(kind).inc(delta)
+
     def heartbeat(self) -> None:
         """The loop is alive (called every iteration, even when there is nothing to do)."""
         self._alive = time.monotonic()

@@ -75,17 +75,25 @@ class Reconciler:
         """Apply a batch of events; returns what the desired state gained or lost."""
         dirty: set[ServiceKey] = set()
         touched: set[ObjectKey] = set()
+        existed: dict[ObjectKey, bool] = {}        # before this batch, for the object counts
         for ev in events:
             if isinstance(ev, Upsert):
+                key = ObjectKey.of(ev.obj)
+                existed.setdefault(key, self.store.entry(key) is not None)
                 dirty |= self.store.upsert(ev.scope, ev.obj)
-                touched.add(ObjectKey.of(ev.obj))
+                touched.add(key)
             elif isinstance(ev, Delete):
+                existed.setdefault(ev.key, self.store.entry(ev.key) is not None)
                 dirty |= self.store.delete(ev.scope, ev.key)
                 touched.add(ev.key)
             elif isinstance(ev, Replace):
                 before = set(self.store.keys())
                 dirty |= self.store.replace(ev.scope, ev.objects)
-                touched |= {ObjectKey.of(o) for o in ev.objects} | (before - set(self.store.keys()))
+                added = {ObjectKey.of(o) for o in ev.objects}
+                touched |= added | (before - set(self.store.keys()))
+                for key in added | before:
+                    existed.setdefault(key, key in before)
+        self._count(existed)
         delta = self.desired.resolve(self.store, dirty)
         self._pending |= delta.changed
         self._report(touched, dirty)
@@ -97,10 +105,25 @@ class Reconciler:
                                              "before": delta.before})
         return delta
 
+    def _count(self, existed: dict[ObjectKey, bool]) -> None:
+        """Keep the watched-objects gauge by kind from what a batch added and removed (counting
+        the whole store per batch would cost more than a weight change's sync)."""
+        if self.metrics is None:
+            return
+        for key, was in existed.items():
+            now = self.store.entry(key) is not None
+            if now != was:
+                self.metrics.count_object(key.kind, 1 if now else -1)
+
     def _report(self, touched: set[ObjectKey], roots: set[ServiceKey]) -> None:
         """Log each object's diagnostics when they change (never the same ones every sync)."""
         for key in sorted(touched):
             now = self.store.diagnostics(key)
+            if self.metrics is not None:
+                erred = any(d.severity == "error" for d in self._reported.get(key, ()))
+                errs = any(d.severity == "error" for d in now)
+                if errs != erred:
+                    self.metrics.count_object_errors(key.kind, 1 if errs else -1)
             if now != self._reported.get(key, ()):
                 self._emit([d for d in now if d not in self._reported.get(key, ())])
                 if any(d.severity == "error" for d in now) and self.store.entry(key) is not None:

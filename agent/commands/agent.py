@@ -62,7 +62,7 @@ def _metrics(resync_interval: float):
 def _serve_metrics(metrics, address: str, dp) -> None:
     """The metrics endpoint, with per-backend connections read from `dp` at scrape time."""
     from kernsplit.agent.metrics import KernelCollector, serve
-    metrics.add_kernel(KernelCollector(dp.observe))
+    metrics.add_kernel(KernelCollector(dp.observe, getattr(dp, "capacity", None)))   # eBPF: map fill
     try:
         server = serve(metrics, address)
     except (OSError, ValueError) as exc:
@@ -167,6 +167,8 @@ def agent(source, config_paths, kubeconfig, kube_context, namespaces, discovery_
         sys.exit(1)
     # Made before the dataplane, which counts its lock waits there as they happen.
     metrics = _metrics(resync_interval) if metrics_addr and not (once or cleanup) else None
+    if metrics is not None and source == "kubernetes":
+        src.watch_observer = metrics          # counts relists and watch restarts
     try:
         dp = make_dataplane(dataplane, **dataplane_options(dataplane, netns, iptables_mode, cgroup, bpffs,
                                                            split_uids, interception, iptables_wait, metrics))

@@ -25,7 +25,7 @@ from kernsplit.agent.source.contract import ObjectKey, RawObject, Sink
 from kernsplit.agent.source.kubernetes_backoff import Backoff, BackoffPolicy
 from kernsplit.agent.source.kubernetes_discovery import Resource, choose, fetch_served
 from kernsplit.agent.source.kubernetes_events import EventLimits, EventPlanner, References, post_event
-from kernsplit.agent.source.kubernetes_reflector import Reflector, ReflectorTiming
+from kernsplit.agent.source.kubernetes_reflector import Reflector, ReflectorTiming, WatchObserver
 
 log = logging.getLogger("kernsplit.agent.kubernetes")
 
@@ -78,6 +78,7 @@ class KubernetesSource:
         self._tasks: dict[tuple[Resource, str | None], asyncio.Task] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: Any = None
+        self.watch_observer: WatchObserver | None = None     # the agent's metrics, when served
 
     # Source -------------------------------------------------------------------------------------
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -140,7 +141,8 @@ class KubernetesSource:
             for namespace in namespaces:
                 if (resource, namespace) not in self._tasks:
                     log.info("watching %s", resource, extra={"resource": str(resource), "namespace": namespace})
-                    reflector = Reflector(self._api, resource, namespace, sink, self.settings.reflector)
+                    reflector = Reflector(self._api, resource, namespace, sink, self.settings.reflector,
+                                          self.watch_observer)
                     self.reflectors[(resource, namespace)] = reflector
                     self._tasks[(resource, namespace)] = asyncio.create_task(reflector.run())
 

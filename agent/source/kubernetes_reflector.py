@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from kernsplit.agent.source.contract import ObjectKey, RawObject, Sink
 from kernsplit.agent.source.kubernetes_backoff import Backoff, BackoffPolicy
@@ -53,11 +53,20 @@ class ReflectorTiming:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
 
 
+class WatchObserver(Protocol):
+    """Told of every full list and of every watch stream that ended and is started again (the
+    agent's metrics)."""
+
+    def relisted(self, resource: str) -> None: ...
+
+    def watch_restarted(self, resource: str) -> None: ...
+
+
 class Reflector:
     """Lists and watches one resource (cluster-wide, or in one namespace) into `sink`."""
 
     def __init__(self, api: Any, resource: Resource, namespace: str | None, sink: Sink,
-                 timing: ReflectorTiming = ReflectorTiming()) -> None:
+                 timing: ReflectorTiming = ReflectorTiming(), observer: WatchObserver | None = None) -> None:
         self.api = api
         self.resource = resource
         self.namespace = namespace
@@ -67,6 +76,7 @@ class Reflector:
         self.resource_version: str | None = None
         self.listed = asyncio.Event()     # set once the first list reached the sink
         self.lists = 0                    # full lists done (the first one, and one per 410 Gone)
+        self.observer = observer
         self._rng = random.Random()
 
     def __str__(self) -> str:
@@ -75,7 +85,11 @@ class Reflector:
     async def run(self) -> None:
         """Until cancelled. Never raises for failures of the API server or the network."""
         backoff = Backoff(self.timing.backoff)
+        first = True
         while True:
+            if not first and self.observer is not None:
+                self.observer.watch_restarted(str(self.resource))
+            first = False
             started = time.monotonic()
             try:
                 if self.resource_version is None:
@@ -110,6 +124,8 @@ class Reflector:
         self.resource_version = str(meta.get("resourceVersion") or "") or None
         self.lists += 1
         self.listed.set()
+        if self.observer is not None:
+            self.observer.relisted(str(self.resource))
         log.info("%s: listed %d objects at resourceVersion %s", self, len(items), self.resource_version,
                  extra={"resource": str(self.resource), "objects": len(items)})
 

@@ -275,3 +275,78 @@ def test_restarted_agent_adopts_the_kernel_and_writes_nothing(node):
     line = next(l for l in second.text().splitlines() if "sync (start)" in l)
     assert "0 split ports written, 0 removed" in line, line
     assert node.seen() == Counter({"v2": 10})
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=scaled(5)) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError as exc:
+        return 0, str(exc)
+
+
+def _samples(text: str, name: str) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    return {tuple(sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples if s.name == name}
+
+
+def test_metrics_scraped_during_a_run_match_the_connections_made(node):
+    seed(node.api)
+    node.api.apply(split(500, 500))
+    bad = split(1000, 0, name="bad-split", root="my-app")
+    bad["spec"]["backends"][1]["weight"] = -5
+    node.api.apply(bad)
+    port = _free_port()
+    agent = node.agent("--metrics-addr", f"127.0.0.1:{port}")
+    deadline = time.monotonic() + scaled(20)
+    while _scrape(port, "/readyz")[0] != 200:
+        assert time.monotonic() < deadline and agent.proc.poll() is None, f"never ready:\n{agent.text()}"
+        time.sleep(0.1)
+    assert _scrape(port, "/healthz")[0] == 200
+
+    made = node.seen(200)                       # the only connections to the split so far
+    assert set(made) == {"v1", "v2"} and sum(made.values()) == 200
+    time.sleep(2.5)                             # the metrics cache kernel reads for 2 s
+    status, text = _scrape(port)
+    assert status == 200
+    conns = {dict(k)["backend"]: v for k, v in _samples(text, "kernsplit_split_backend_connections_total").items()
+             if dict(k)["service"] == "my-app"}
+    assert conns == {"my-app-v1": made["v1"], "my-app-v2": made["v2"]}
+    objects = {dict(k)["kind"]: v for k, v in _samples(text, "kernsplit_watched_objects").items()}
+    assert objects["Service"] == 3 and objects["EndpointSlice.discovery.k8s.io"] == 2
+    assert objects["TrafficSplit.split.smi-spec.io"] == 2
+    errors = {dict(k)["kind"]: v for k, v in _samples(text, "kernsplit_config_object_errors").items()}
+    assert errors.get("TrafficSplit.split.smi-spec.io") == 1
+    relists = sum(_samples(text, "kernsplit_watch_relists_total").values())
+    assert relists >= 3                         # Services, EndpointSlices, TrafficSplits listed once each
+    assert sum(_samples(text, "kernsplit_sync_proxy_rules_duration_seconds_count").values()) >= 1
+    if node.dataplane == "ebpf":                # one split port of the node's capacity
+        from kernsplit.agent.dataplane.ebpf import limits
+        fill = {dict(k)["map"]: v for k, v in _samples(text, "kernsplit_bpf_map_fill_ratio").items()}
+        assert fill["ks_services"] == 1 / limits.KS_MAX_SPLITS and "ks_counters" not in fill
+
+    node.api.drop_watches()                     # every stream ends: each resumes without a relist
+    node.api.delete(SMI, "TrafficSplit", "bad-split")
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        text = _scrape(port)[1]
+        restarts = sum(_samples(text, "kernsplit_watch_restarts_total").values())
+        errors = sum(_samples(text, "kernsplit_config_object_errors").values())
+        if restarts >= 3 and errors == 0:
+            break
+        assert time.monotonic() < deadline, f"restarts {restarts}, errors {errors}:\n{agent.text()[-2000:]}"
+        time.sleep(0.2)
+    assert sum(_samples(text, "kernsplit_watch_relists_total").values()) == relists
+    assert agent.stop() == 0

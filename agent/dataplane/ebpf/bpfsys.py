@@ -134,6 +134,19 @@ def map_sizes(fd: int, what: str) -> tuple[int, int]:
     return info.key_size, info.value_size
 
 
+# enum bpf_map_type (uapi/linux/bpf.h): maps whose every index always exists
+_ARRAY_TYPES = {2, 6}      # BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY
+
+
+def map_fill(m: Map) -> tuple[int, int] | None:
+    """(entries in use, max entries) of a hash-like map; None for an array, which is always full."""
+    info = _MapInfo()
+    obj_info(m.fd, info, f"map info {m.path.name}")
+    if info.type in _ARRAY_TYPES:
+        return None
+    return len(m.keys()), info.max_entries
+
+
 def map_btf(fd: int, what: str) -> tuple[int, int, int]:
     """(BTF object id, key type id, value type id) of an open map; zeros when it has no BTF."""
     info = _MapInfo()

@@ -189,6 +189,17 @@ class EbpfDataplane:
         return [f"{p}: connections are not split until the agent's next full resync"
                 for p in loader.unattached(self.pins)]
 
+    def capacity(self) -> dict[str, tuple[int, int]]:
+        """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
+        through fds of its own (the metrics endpoint runs beside the sync loop)."""
+        if not self.installed() or any(not self.pins.map(m).exists() for m in loader.MAPS):
+            return {}                  # a pin removed by hand: the next full resync pins it again
+        maps = KernelMaps(self.pins)
+        try:
+            return maps.fill()
+        finally:
+            maps.close()
+
     def observe(self) -> list[ObservedSplit]:
         if not self.installed():
             return []

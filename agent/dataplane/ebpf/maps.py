@@ -199,6 +199,11 @@ class KernelMaps:
     def write_config(self, c: plan.ConfigImage) -> None:
         self.maps["ks_config"].update(_ZERO, encode_config(c))
 
+    def fill(self) -> dict[str, tuple[int, int]]:
+        """(entries in use, max entries) of each hash-like map: how close the node is to a limit."""
+        found = {name: bpfsys.map_fill(m) for name, m in self.maps.items()}
+        return {name: f for name, f in found.items() if f is not None}
+
     def slot_keys(self) -> list[tuple[int, int]]:
         return [(k.table, k.slot) for k in self.maps["ks_slots"].keys()]
 
