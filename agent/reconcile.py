@@ -25,6 +25,7 @@ from kernsplit.agent.model.names import DEFAULT_CLUSTER_DOMAIN
 from kernsplit.agent.source.contract import ObjectKey, Source
 from kernsplit.agent.source.desired import Delta, DesiredState, PortKey
 from kernsplit.agent.source.events import Delete, Event, EventQueue, Replace, Upsert
+from kernsplit.agent.source.packed import key_of
 from kernsplit.agent.source.pacer import Pacer, PacerConfig
 from kernsplit.agent.source.store import ObjectStore, ServiceKey
 
@@ -78,7 +79,7 @@ class Reconciler:
         existed: dict[ObjectKey, bool] = {}        # before this batch, for the object counts
         for ev in events:
             if isinstance(ev, Upsert):
-                key = ObjectKey.of(ev.obj)
+                key = key_of(ev.obj)
                 existed.setdefault(key, self.store.entry(key) is not None)
                 dirty |= self.store.upsert(ev.scope, ev.obj)
                 touched.add(key)
@@ -89,7 +90,7 @@ class Reconciler:
             elif isinstance(ev, Replace):
                 before = set(self.store.keys())
                 dirty |= self.store.replace(ev.scope, ev.objects)
-                added = {ObjectKey.of(o) for o in ev.objects}
+                added = {key_of(o) for o in ev.objects}
                 touched |= added | (before - set(self.store.keys()))
                 for key in added | before:
                     existed.setdefault(key, key in before)

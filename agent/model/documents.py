@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -65,12 +66,12 @@ class Document:
     @property
     def namespace(self) -> str:
         namespace = self.metadata.get("namespace")
-        return str(namespace) if namespace else DEFAULT_NAMESPACE
+        return sys.intern(str(namespace)) if namespace else DEFAULT_NAMESPACE
 
     @property
     def name(self) -> str:
         name = self.metadata.get("name")
-        return str(name) if name else ""
+        return sys.intern(str(name)) if name else ""
 
     @property
     def obj(self) -> str:
@@ -107,45 +108,59 @@ def read_documents(paths: Sequence[str | os.PathLike], sink: DiagnosticSink) -> 
 
 
 def read_file(file: str, sink: DiagnosticSink) -> list[Document]:
+    return list(iter_file(file, sink))
+
+
+def iter_file(file: str, sink: DiagnosticSink) -> Iterator[Document]:
+    """The documents of one file, each parsed as the reading reaches it: a file of thousands of
+    objects is never held whole, as text or as objects. Problems go to `sink`; documents before
+    a syntax error have been yielded by then, so a caller that must not act on a broken file
+    checks `sink` at the end."""
     try:
         with open(file, encoding="utf-8") as handle:
-            text = handle.read()
+            if file.endswith(".json"):
+                yield from _expand_all(file, _parse_json(file, handle, sink), sink)
+            else:
+                yield from _expand_all(file, _parse_yaml(file, handle, sink), sink)
     except (OSError, UnicodeDecodeError) as exc:
         sink.add("error", file, "-", "-", f"cannot read: {exc}")
-        return []
-    raw = _parse_json(file, text, sink) if file.endswith(".json") else _parse_yaml(file, text, sink)
-    documents: list[Document] = []
+
+
+def _expand_all(file: str, raw: Iterable[tuple[int, Any]], sink: DiagnosticSink) -> Iterator[Document]:
     for index, data in raw:
-        documents.extend(_expand(file, index, data, sink))
-    return documents
+        yield from _expand(file, index, data, sink)
 
 
-def _parse_json(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, Any]]:
+def _parse_json(file: str, handle: TextIO, sink: DiagnosticSink) -> list[tuple[int, Any]]:
     try:
-        return [(1, json.loads(text, parse_float=Decimal))]
+        return [(1, json.load(handle, parse_float=Decimal))]
     except json.JSONDecodeError as exc:
         sink.add("error", file, "document 1", f"line {exc.lineno}, column {exc.colno}",
                  f"JSON syntax error: {exc.msg}")
         return []
     except ValueError as exc:   # a number of more than 4,300 digits (Python's limit)
+        if isinstance(exc, UnicodeDecodeError):
+            raise
         sink.add("error", file, "document 1", "-", f"cannot read: {exc}")
         return []
 
 
-def _parse_yaml(file: str, text: str, sink: DiagnosticSink) -> list[tuple[int, Any]]:
-    documents: list[tuple[int, Any]] = []
+def _parse_yaml(file: str, handle: TextIO, sink: DiagnosticSink) -> Iterator[tuple[int, Any]]:
+    index = 0
     try:
-        for data in yaml.load_all(text, Loader=_ExactLoader):   # noqa: S506 (safe loader subclass)
-            documents.append((len(documents) + 1, data))
+        for data in yaml.load_all(handle, Loader=_ExactLoader):   # noqa: S506 (safe loader subclass)
+            index += 1
+            yield index, data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "-"
         problem = getattr(exc, "problem", None) or str(exc)
         # Documents before the broken one were read; the rest of the file cannot be trusted.
-        sink.add("error", file, f"document {len(documents) + 1}", where, f"YAML syntax error: {problem}")
+        sink.add("error", file, f"document {index + 1}", where, f"YAML syntax error: {problem}")
     except ValueError as exc:   # a number of more than 4,300 digits (Python's limit)
-        sink.add("error", file, f"document {len(documents) + 1}", "-", f"cannot read: {exc}")
-    return documents
+        if isinstance(exc, UnicodeDecodeError):
+            raise
+        sink.add("error", file, f"document {index + 1}", "-", f"cannot read: {exc}")
 
 
 def _expand(file: str, index: int, data: Any, sink: DiagnosticSink) -> list[Document]:

@@ -7,6 +7,7 @@ excluded whole: half a split is worse than none).
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,7 +89,9 @@ class DocContext:
         if not isinstance(value, str):
             self.error(path, f'"{value}" must be a string')
             return None
-        return value
+        # Names recur across thousands of objects (a Service's name in its slices, splits and
+        # resolved ports; "TCP", "http"): one copy of each.
+        return sys.intern(value)
 
     def name(self, parent: Mapping, key: str, path: str, rule: NameRule = SERVICE_NAME, *,
              required: bool = False) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Endpoint:
     ip: str      # canonical text form (ipaddress.ip_address(...).compressed)
     port: int
@@ -25,14 +25,14 @@ class Endpoint:
         return f"[{self.ip}]:{self.port}" if self.family == 6 else f"{self.ip}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WeightedEndpoint:
     backend: str          # name of the backend Service (same namespace as the split)
     endpoint: Endpoint
     share: Fraction       # fraction of the root port's new connections; > 0 always
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RefusedShare:
     """A share of new connections that must be refused (tcp-reset / ECONNREFUSED), not served.
 
@@ -45,7 +45,7 @@ class RefusedShare:
 Choice = WeightedEndpoint | RefusedShare
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendShare:
     """One backend as configured, for `show` and for metadata kept in the kernel."""
     service: str          # backend Service name
@@ -56,7 +56,7 @@ class BackendShare:
     terminating: bool = False   # served by terminating (still serving) endpoints: none is ready
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SplitPort:
     """One root service ClusterIP and port whose new TCP connections are split by weight.
 

@@ -21,7 +21,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")   # IANA_SVC_NAME, <= 15 chars
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     name: str                 # "" when unnamed (single-port services)
     port: int
@@ -32,7 +32,7 @@ class ServicePort:
         return f"{self.port} (name \"{self.name}\")" if self.name else str(self.port)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     namespace: str
     name: str
@@ -50,20 +50,20 @@ class Service:
         return f"Service {self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointPort:
     name: str
     port: int
     protocol: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReadyAddress:
     ip: str                               # canonical text
     ports: tuple[EndpointPort, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointGroup:
     """The ready addresses one Endpoints object or one EndpointSlice gives a Service."""
     source: str                           # "Endpoints" | "EndpointSlice"

@@ -21,7 +21,7 @@ SMI_VERSIONS = ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
 L7_NOT_ENFORCED = "L7 matches are not enforced by a kernel dataplane: the split applies to every connection"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Backend:
     service: str
     weight: int             # normalised: milli-units (quantities) or whole number
@@ -29,7 +29,7 @@ class Backend:
     field: str              # where its name was configured ("spec.backends[1].service")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Split:
     """One weighted split of one root Service, from a TrafficSplit or a route's Service parentRef."""
     kind: str               # "TrafficSplit" | "HTTPRoute" | "TCPRoute"

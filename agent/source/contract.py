@@ -11,12 +11,16 @@ file re-read deletes every object of that scope not in `objects`, so deletes dur
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kernsplit.agent.model.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from kernsplit.agent.source.packed import Packed
 
 RawObject = Mapping[str, Any]     # apiVersion, kind, metadata{namespace,name,uid,resourceVersion}, ...
 
@@ -24,7 +28,7 @@ RawObject = Mapping[str, Any]     # apiVersion, kind, metadata{namespace,name,ui
 DEFAULT_NAMESPACE = "default"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectKey:
     """One object's identity. `kind` carries the API group, as kubectl writes a resource
     (`HTTPRoute.gateway.networking.k8s.io`, `HTTPRoute.policy.linkerd.io`, `Service`): Gateway
@@ -39,8 +43,9 @@ class ObjectKey:
         """The key of a raw object (a missing namespace is `default`, as `kubectl apply` takes it)."""
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, Mapping) else {}
-        return cls(group_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")),
-                   str(meta.get("namespace") or DEFAULT_NAMESPACE), str(meta.get("name") or ""))
+        # Interned: the same namespace, kind and name strings as the parsed objects hold.
+        return cls(sys.intern(group_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""))),
+                   sys.intern(str(meta.get("namespace") or DEFAULT_NAMESPACE)), sys.intern(str(meta.get("name") or "")))
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}"
@@ -60,8 +65,9 @@ class Sink(Protocol):
     def delete(self, scope: str, key: ObjectKey) -> None:
         """An object was deleted (unknown keys are ignored)."""
 
-    def replace(self, scope: str, objects: Iterable[RawObject]) -> None:
-        """The complete current content of `scope` (initial list, relist, file re-read)."""
+    def replace(self, scope: str, objects: Iterable[RawObject | Packed]) -> None:
+        """The complete current content of `scope` (initial list, relist, file re-read). Sources
+        hand large lists over packed (`packed.Packed`), so they are never held as dicts at once."""
 
     def ready(self) -> None:
         """Every scope the source must list before a first sync has been listed at least once.

@@ -12,24 +12,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kernsplit.agent.source.contract import ObjectKey, RawObject
+from kernsplit.agent.source.packed import Packed, pack, packable
 
 
-@dataclass(frozen=True)
+# Objects wait here packed (`packed.Packed`): a relist or a re-read file of tens of thousands of
+# objects is then never held as dicts all at once.
+@dataclass(frozen=True, slots=True)
 class Upsert:
     scope: str
-    obj: RawObject
+    obj: Packed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delete:
     scope: str
     key: ObjectKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Replace:
     scope: str
-    objects: tuple[RawObject, ...]
+    objects: tuple[Packed, ...]
 
 
 Event = Upsert | Delete | Replace
@@ -54,14 +57,16 @@ class EventQueue:
             self._arrivals += 1
             self._cond.notify_all()
 
-    def upsert(self, scope: str, obj: RawObject) -> None:
-        self._put(Upsert(scope, obj))
+    def upsert(self, scope: str, obj: RawObject | Packed) -> None:
+        if packable(obj):
+            self._put(Upsert(scope, pack(obj)))
 
     def delete(self, scope: str, key: ObjectKey) -> None:
         self._put(Delete(scope, key))
 
-    def replace(self, scope: str, objects: Iterable[RawObject]) -> None:
-        self._put(Replace(scope, tuple(objects)))
+    def replace(self, scope: str, objects: Iterable[RawObject | Packed]) -> None:
+        """`objects` may be a generator: each is packed as it comes."""
+        self._put(Replace(scope, tuple(pack(o) for o in objects if packable(o))))
 
     def ready(self) -> None:
         with self._cond:

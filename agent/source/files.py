@@ -19,8 +19,9 @@ import time
 from collections.abc import Sequence
 
 from kernsplit.agent.model.diagnostics import Diagnostic, DiagnosticSink
-from kernsplit.agent.model.documents import read_file, manifest_files
+from kernsplit.agent.model.documents import iter_file, manifest_files
 from kernsplit.agent.source.contract import ObjectKey, Sink
+from kernsplit.agent.source.packed import pack
 
 log = logging.getLogger("kernsplit.agent.files")
 
@@ -65,12 +66,13 @@ class FileSource:
             sink.replace(path, [])
         for path in files:
             diags = DiagnosticSink()
-            documents = read_file(path, diags)
+            # Packed as each document is parsed: the file is never held whole as objects.
+            objects = [pack(d.data) for d in iter_file(path, diags)]
             unreadable = [d for d in diags.freeze() if d.severity == "error"]
             if unreadable:
                 problems += unreadable
                 continue
-            sink.replace(path, [d.data for d in documents])
+            sink.replace(path, objects)
         return problems
 
     def run(self, sink: Sink, stop: threading.Event) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from kernsplit.agent.model.diagnostics import Diagnostic
 from kernsplit.agent.source.contract import ObjectKey, RawObject
+from kernsplit.agent.source.packed import Packed, key_of as pack_key
 
 COMPONENT = "kernsplit-agent"
 MESSAGE_LIMIT = 1024          # events.k8s.io caps a note at 1 kB; core Events are kept as short
@@ -48,10 +49,12 @@ class References:
         self._lock = threading.Lock()
         self._refs: dict[ObjectKey, ObjectRef] = {}
 
-    def note(self, obj: RawObject) -> None:
-        if obj.get("kind") in REPORTED_KINDS:
+    def note(self, obj: RawObject | Packed) -> None:
+        key = pack_key(obj)
+        if key.kind.partition(".")[0] in REPORTED_KINDS:
+            ref = ObjectRef.of(obj.unpack() if isinstance(obj, Packed) else obj)
             with self._lock:
-                self._refs[ObjectKey.of(obj)] = ObjectRef.of(obj)
+                self._refs[key] = ref
 
     def forget(self, key: ObjectKey) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from kernsplit.agent.source.contract import ObjectKey, RawObject, Sink
 from kernsplit.agent.source.kubernetes_backoff import Backoff, BackoffPolicy
 from kernsplit.agent.source.kubernetes_discovery import Resource
+from kernsplit.agent.source.packed import Packed, pack
 
 log = logging.getLogger("kernsplit.agent.kubernetes")
 
@@ -111,11 +112,13 @@ class Reflector:
                 await asyncio.sleep(backoff.next())
 
     async def _list(self) -> None:
-        items: list[RawObject] = []
+        items: list[Packed] = []
         params: dict[str, Any] = {"limit": self.timing.page_size}
         while True:
             page = await self._get(params)
-            items.extend(typed(self.resource, item) for item in page.get("items") or ())
+            # Packed page by page: a list of tens of thousands of objects is never held as dicts.
+            items.extend(pack(typed(self.resource, item)) for item in page.pop("items", None) or ()
+                         if isinstance(item, dict))
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 break

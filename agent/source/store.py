@@ -27,6 +27,7 @@ from kernsplit.agent.model.resolve import Inventory
 from kernsplit.agent.model.services import EndpointGroup, Service
 from kernsplit.agent.model.splits import Split
 from kernsplit.agent.source.contract import ObjectKey, RawObject
+from kernsplit.agent.source.packed import Packed, pack, packable
 
 ServiceKey = tuple[str, str]     # (namespace, name)
 Parsed = Service | EndpointGroup | tuple[Split, ...] | None
@@ -40,10 +41,10 @@ def origin(scope: str) -> str:
     return "-" if scope.startswith(KUBERNETES_SCOPE) else scope
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     scope: str
-    raw: RawObject                  # the latest version delivered
+    digest: bytes                   # of the latest version delivered (the object itself is not kept)
     parsed: Parsed                  # the last good version in force (None: nothing)
     diagnostics: tuple[Diagnostic, ...]   # of the latest version
 
@@ -75,20 +76,24 @@ class ObjectStore:
 
     # --- the three changes a source makes -------------------------------------------------------
 
-    def upsert(self, scope: str, raw: RawObject) -> set[ServiceKey]:
+    def upsert(self, scope: str, obj: RawObject | Packed) -> set[ServiceKey]:
         """An object added or modified; returns the roots to re-resolve."""
-        if not isinstance(raw, Mapping):
+        if not packable(obj):
             return set()
-        key = ObjectKey.of(raw)
+        packed = pack(obj)
+        key = packed.key
         owner = next((e.scope for e in [self._entries.get(key)] if e is not None), None)
         if owner is not None and owner != scope:
-            self._duplicates[key] = (scope, Diagnostic("error", origin(scope), f"{raw.get('kind')} {key.namespace}/"
+            kind = key.kind.partition(".")[0]
+            self._duplicates[key] = (scope, Diagnostic("error", origin(scope), f"{kind} {key.namespace}/"
                                                        f"{key.name}", "metadata.name",
                                                        f"is defined twice (first in {owner})"))
             return set()
         old = self._entries.get(key)
-        if old is not None and old.raw == raw:
+        digest = packed.digest()
+        if old is not None and old.digest == digest:
             return set()
+        raw = obj if isinstance(obj, Mapping) else packed.unpack()
         sink = DiagnosticSink()
         parsed = parse_document(Document(origin(scope), 1, raw), sink, self.cluster_domain)
         diagnostics = sink.freeze()
@@ -96,7 +101,7 @@ class ObjectStore:
             parsed = tuple(parsed)
         if any(d.severity == "error" for d in diagnostics):
             parsed = old.parsed if old is not None else None      # the last good version stays
-        self._entries[key] = Entry(scope, raw, parsed, diagnostics)
+        self._entries[key] = Entry(scope, digest, parsed, diagnostics)
         self._scopes[scope].add(key)
         if old is not None and old.parsed is parsed:
             return set()
@@ -112,9 +117,9 @@ class ObjectStore:
         self._scopes[scope].discard(key)
         return self._unindex(key, entry.parsed)
 
-    def replace(self, scope: str, objects: Iterable[RawObject]) -> set[ServiceKey]:
-        objects = [o for o in objects if isinstance(o, Mapping)]
-        keep = {ObjectKey.of(o) for o in objects}
+    def replace(self, scope: str, objects: Iterable[RawObject | Packed]) -> set[ServiceKey]:
+        objects = [pack(o) for o in objects if packable(o)]
+        keep = {o.key for o in objects}
         dirty: set[ServiceKey] = set()
         for key in sorted(self._scopes.get(scope, set()) - keep):
             dirty |= self.delete(scope, key)

@@ -43,7 +43,8 @@ class RecordingSink:
 
     def replace(self, scope, objects):
         with self.lock:
-            self.scopes[scope] = {ObjectKey.of(o): o for o in objects}
+            # a list arrives packed (`source.packed`): kept here as the objects themselves
+            self.scopes[scope] = {o.key: o.unpack() for o in objects}
             self.replaces.append(scope)
 
     def ready(self):

@@ -66,7 +66,7 @@ def test_the_file_source_delivers_each_file_as_one_replace_and_skips_unreadable_
     problems = FileSource([tmp_path]).load(q)
     [event] = q.drain()
     assert event.scope == str(tmp_path / "a.yaml")
-    assert [o["metadata"]["name"] for o in event.objects] == ["a", "b"]
+    assert [o.key.name for o in event.objects] == ["a", "b"]
     [problem] = problems
     assert problem.file == str(tmp_path / "broken.yaml") and "YAML syntax error" in problem.message
 
@@ -93,7 +93,7 @@ def test_the_file_source_waits_for_the_files_to_settle(tmp_path):
             assert time.monotonic() - changed < 5
         assert time.monotonic() - changed >= 0.6
         [event] = q.drain()
-        assert [o["metadata"]["name"] for o in event.objects] == ["b"]
+        assert [o.key.name for o in event.objects] == ["b"]
         split.unlink()
         while not q.wait(0.05):
             assert time.monotonic() - changed < 10
