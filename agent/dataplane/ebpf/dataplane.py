@@ -165,6 +165,11 @@ class EbpfDataplane:
                 ops = plan.with_orphans(p, maps.slot_keys(), maps.meta_ids())
             finally:
                 maps.close()
+        elif installed_schema(self.pins) == self.config.schema:
+            lines.append(f"# ebpf: pins missing ({', '.join(map(str, self.pins.missing()))}): a sync rebuilds "
+                         "the install beside the old one, copies the entries of the maps still pinned, then "
+                         "writes what differs (not listed: the install cannot be read whole)")
+            return "\n".join(lines) + "\n"
         else:
             config_differs = True
             lines.append("# ebpf: a new install (nothing pinned, or built from another schema): a sync "
