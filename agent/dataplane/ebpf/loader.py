@@ -224,9 +224,14 @@ def repin(held: Mapping[Path, int], kind: str) -> list[Repair]:
 def held_programs(pins: Pins) -> dict[Path, int]:
     """An fd on every pinned program (for `repin`; the caller closes them)."""
     fds: dict[Path, int] = {}
-    for name in all_programs():
-        if pins.prog(name).exists():
-            fds[pins.prog(name)] = bpfsys.obj_get(pins.prog(name))
+    try:
+        for name in all_programs():
+            if pins.prog(name).exists():
+                fds[pins.prog(name)] = bpfsys.obj_get(pins.prog(name))
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
     return fds
 
 
