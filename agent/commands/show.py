@@ -197,6 +197,9 @@ def show(service, dataplane, netns, bpffs, output, watch, interval, window_secon
         _watch(found, service, interval, window_seconds, count)
         return
     splits = _observe(found, service)
+    for dp in found:
+        for problem in dp.problems():
+            click.echo(f"warning: {dp.name} dataplane: {problem}", err=True)
     if output == "json":
         click.echo(json.dumps([as_json(s) for s in splits], indent=2))
     else:

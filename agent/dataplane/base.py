@@ -105,3 +105,8 @@ class Dataplane(Protocol):
     def observe(self) -> list[ObservedSplit]:
         """Read the splits and their per-backend connection counters back from the kernel."""
         ...
+
+    def problems(self) -> list[str]:
+        """What keeps the observed splits from being enforced (e.g. a program no longer attached),
+        as `show` warns about it; the agent's next full resync repairs each."""
+        ...

@@ -9,6 +9,7 @@ repair that object and keep the connection counters (the schema did not change).
 from __future__ import annotations
 
 import logging
+import shutil
 import os
 import socket
 import subprocess
@@ -65,6 +66,7 @@ FAULTS = {
     "map pin removed": (lambda lab: (lab.bpffs / "maps" / "ks_counters").unlink(), "ks_counters"),
     "program pin removed": (lambda lab: (lab.bpffs / "progs" / "sock4_getpeername").unlink(),
                             "sock4_getpeername"),
+    "pin directory removed": (lambda lab: shutil.rmtree(lab.bpffs), "ks_services"),
 }
 
 
@@ -115,6 +117,17 @@ def _pins(root: Path) -> list[Path]:
             + [root / "links" / p for p in loader.PROGRAMS])
 
 
+def test_show_warns_that_a_listed_split_is_not_enforced(live):
+    lab, dp = live
+    _detach(lab.bpffs / "links" / "sock4_connect")
+    proc = subprocess.run([KERNSPLIT, "show", "--bpffs", str(lab.bpffs)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "my-app" in proc.stdout, proc.stderr
+    assert "sock4_connect is detached" in proc.stderr and "not split" in proc.stderr, proc.stderr
+    dp.sync([SPLIT], full=True)
+    proc = subprocess.run([KERNSPLIT, "show", "--bpffs", str(lab.bpffs)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_show_names_a_missing_pin_without_a_traceback(live):
     lab, dp = live
     dp.close()
@@ -141,6 +154,9 @@ def test_a_restarted_agent_repairs_one_missing_pin_and_keeps_the_counters(live, 
     before = counts(first)
     first.close()
     (lab.bpffs / pin).unlink()
+    if not pin.startswith("links"):                         # a dry run says so, and changes nothing
+        assert f"pins missing ({lab.bpffs / pin})" in make(lab).preview([SPLIT])
+        assert not (lab.bpffs / pin).exists()
     second = make(lab)                                      # the restarted agent
     try:
         with caplog.at_level(logging.INFO, logger="kernsplit.agent"):

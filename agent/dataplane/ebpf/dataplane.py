@@ -165,6 +165,11 @@ class EbpfDataplane:
                 ops = plan.with_orphans(p, maps.slot_keys(), maps.meta_ids())
             finally:
                 maps.close()
+        elif installed_schema(self.pins) == self.config.schema:
+            lines.append(f"# ebpf: pins missing ({', '.join(map(str, self.pins.missing()))}): a sync rebuilds "
+                         "the install beside the old one, copies the entries of the maps still pinned, then "
+                         "writes what differs (not listed: the install cannot be read whole)")
+            return "\n".join(lines) + "\n"
         else:
             config_differs = True
             lines.append("# ebpf: a new install (nothing pinned, or built from another schema): a sync "
@@ -183,11 +188,17 @@ class EbpfDataplane:
     def installed(self) -> bool:
         return self.pins.any()
 
+    def problems(self) -> list[str]:
+        if not self.installed():
+            return []
+        return [f"{p}: connections are not split until the agent's next full resync"
+                for p in loader.unattached(self.pins)]
+
     def capacity(self) -> dict[str, tuple[int, int]]:
         """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
         through fds of its own (the metrics endpoint runs beside the sync loop)."""
-        if not self.installed():
-            return {}
+        if not self.installed() or any(not self.pins.map(m).exists() for m in loader.MAPS):
+            return {}                  # a pin removed by hand: the next full resync pins it again
         maps = KernelMaps(self.pins)
         try:
             return maps.fill()

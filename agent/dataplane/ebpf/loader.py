@@ -224,9 +224,14 @@ def repin(held: Mapping[Path, int], kind: str) -> list[Repair]:
 def held_programs(pins: Pins) -> dict[Path, int]:
     """An fd on every pinned program (for `repin`; the caller closes them)."""
     fds: dict[Path, int] = {}
-    for name in all_programs():
-        if pins.prog(name).exists():
-            fds[pins.prog(name)] = bpfsys.obj_get(pins.prog(name))
+    try:
+        for name in all_programs():
+            if pins.prog(name).exists():
+                fds[pins.prog(name)] = bpfsys.obj_get(pins.prog(name))
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
     return fds
 
 
@@ -258,6 +263,26 @@ def link_problem(target: tuple[int, int] | None, prog: int, cgroup_id: int, cgro
     if found_prog != prog:
         return f"it ran program id {found_prog}, not the pinned one (id {prog})"
     return None
+
+
+def unattached(pins: Pins) -> list[str]:
+    """What is wrong with the links of the installed programs, read from the pins alone (which
+    cgroup they should be on is the agent's --cgroup): a split program's link missing, or any
+    link detached."""
+    found = []
+    for name in attachable():
+        link = pins.link(name)
+        if not link.exists():
+            if name in PROGRAMS:
+                found.append(f"program {name} is not attached (no link pin {link})")
+            continue
+        fd = bpfsys.obj_get(link)
+        try:
+            if bpfsys.link_target(fd)[1] == 0:
+                found.append(f"program {name} is detached (link {link}, or its cgroup was removed)")
+        finally:
+            os.close(fd)
+    return found
 
 
 def attach(pins: Pins, cgroup: Path, interception: bool = False) -> list[Repair]:
@@ -374,7 +399,7 @@ def remove(pins: Pins) -> None:
         pins.root.rmdir()
 
 
-__all__ = ["Pins", "LoaderError", "MissingPins", "Repair", "repin", "held_programs", "link_problem",
+__all__ = ["Pins", "LoaderError", "MissingPins", "Repair", "repin", "held_programs", "link_problem", "unattached",
            "AlignmentError", "check_alignment", "ensure_bpffs", "compile_and_pin", "attach",
            "swap", "remove", "prog_id", "all_programs", "cgroup_programs", "INTERCEPT_PROGRAMS",
            "TC_PROGRAM"]

@@ -322,6 +322,9 @@ class IptablesDataplane:
     def installed(self) -> bool:
         return any(self._ours_with(b) for b in self._backends_to_scan())
 
+    def problems(self) -> list[str]:
+        return []      # a missing jump shows as drift in the agent's log; `show` reads the chains only
+
     def observe(self) -> list[ObservedSplit]:
         found: list[ObservedSplit] = []
         for backend in self._backends_to_scan():
