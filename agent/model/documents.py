@@ -56,7 +56,7 @@ class Document:
 
     @property
     def api_version(self) -> str:
-        return str(self.data.get("apiVersion") or "")
+        return sys.intern(str(self.data.get("apiVersion") or ""))
 
     @property
     def metadata(self) -> Mapping[str, Any]:

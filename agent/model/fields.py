@@ -118,7 +118,7 @@ class DocContext:
             self.error(path, f'"{value}" names namespace "{ref.namespace}", but this {self.doc.kind or "object"} '
                              f'is in "{self.doc.namespace}": a split and its services share one namespace')
             return None
-        return ref.name
+        return sys.intern(ref.name)
 
     def port(self, parent: Mapping, key: str, path: str, *, required: bool = False) -> int | None:
         value = parent.get(key, MISSING)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,18 @@ from kernsplit.agent.model.names import SERVICE_NAME
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")   # IANA_SVC_NAME, <= 15 chars
+
+
+_SHARED: dict[tuple, tuple] = {}
+_SHARED_MAX = 4096
+
+
+def shared(ports: tuple) -> tuple:
+    """One copy of each distinct ports list: thousands of Services and slices list the same one
+    (`port: 80, name: http`). Bounded: past `_SHARED_MAX` distinct lists it starts over."""
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    return _SHARED.setdefault(ports, ports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +100,8 @@ def parse_service(doc: Document, sink: DiagnosticSink) -> Service | None:
     ctx.check_identity(SERVICE_NAME)
     spec = ctx.mapping(doc.data, "spec", "spec") or {}
     cluster_ips, headless = _cluster_ips(ctx, spec)
-    ports = tuple(p for i, raw in enumerate(ctx.sequence(spec, "ports", "spec.ports") or [])
-                  if (p := _service_port(ctx, raw, f"spec.ports[{i}]")) is not None)
+    ports = shared(tuple(p for i, raw in enumerate(ctx.sequence(spec, "ports", "spec.ports") or [])
+                         if (p := _service_port(ctx, raw, f"spec.ports[{i}]")) is not None))
     _check_unique_ports(ctx, ports)
     if not ctx.ok:
         return None
@@ -120,7 +133,7 @@ def _service_port(ctx: DocContext, raw: object, path: str) -> ServicePort | None
         return None
     name = ctx.string(raw, "name", f"{path}.name") or ""
     port = ctx.port(raw, "port", f"{path}.port", required=True)
-    protocol = str(raw.get("protocol") or "TCP")
+    protocol = sys.intern(str(raw.get("protocol") or "TCP"))
     if protocol not in PROTOCOLS:
         ctx.error(f"{path}.protocol", f'"{protocol}" is not one of {", ".join(PROTOCOLS)}')
     target = _target_port(ctx, raw.get("targetPort"), f"{path}.targetPort")
@@ -201,8 +214,9 @@ def _endpoint_ports(ctx: DocContext, parent: Mapping, path: str) -> tuple[Endpoi
             continue    # EndpointSlice: a null port means "all ports"; nothing we can pick
         number = ctx.port(raw, "port", f"{where}.port")
         if number is not None:
-            ports.append(EndpointPort(str(raw.get("name") or ""), number, str(raw.get("protocol") or "TCP")))
-    return tuple(ports)
+            ports.append(EndpointPort(sys.intern(str(raw.get("name") or "")), number,
+                                      sys.intern(str(raw.get("protocol") or "TCP"))))
+    return shared(tuple(ports))
 
 
 def parse_endpoint_slice(doc: Document, sink: DiagnosticSink) -> EndpointGroup | None:
@@ -240,7 +254,7 @@ def parse_endpoint_slice(doc: Document, sink: DiagnosticSink) -> EndpointGroup |
             not_ready += 1
     if not ctx.ok:
         return None
-    return EndpointGroup("EndpointSlice", doc.namespace, str(service), doc.name, tuple(ready), not_ready, doc.file,
+    return EndpointGroup("EndpointSlice", doc.namespace, sys.intern(str(service)), doc.name, tuple(ready), not_ready, doc.file,
                          tuple(terminating))
 
 

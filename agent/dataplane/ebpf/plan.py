@@ -26,7 +26,7 @@ IPPROTO_TCP = 6
 _U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Addr:
     """A root service address: the ks_services key."""
     family: int
@@ -35,7 +35,7 @@ class Addr:
     proto: int = IPPROTO_TCP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SlotImage:
     last: int        # inclusive upper bound in the u32 random space
     ip: str          # a refusal: the family's zero address
@@ -44,7 +44,7 @@ class SlotImage:
     refuse: bool = False    # a refused share: the connect fails with ECONNREFUSED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendImage:
     name: str
     weight: int
@@ -53,7 +53,7 @@ class BackendImage:
     terminating: bool = False   # served by terminating endpoints (none ready)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MetaImage:
     namespace: str
     service: str
@@ -62,7 +62,7 @@ class MetaImage:
     backends: tuple[BackendImage, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SplitImage:
     key: Addr
     slots: tuple[SlotImage, ...]     # never empty: a split port nothing serves is one refusal slot
@@ -74,7 +74,7 @@ class SplitImage:
     meta: MetaImage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Installed:
     """One split port as found in (or last written to) the kernel."""
     image: SplitImage
@@ -84,25 +84,25 @@ class Installed:
 
 # --- operations, in the order the executor must apply them -----------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WriteSlot:
     table: int
     slot: int
     value: SlotImage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WriteMeta:
     split_id: int
     meta: MetaImage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResetCounters:
     split_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WriteService:
     """The flip: makes `table` (with `count` slots, 0 = refuse) live for `key`."""
     key: Addr
@@ -111,18 +111,18 @@ class WriteService:
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteService:
     key: Addr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteSlot:
     table: int
     slot: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteMeta:
     split_id: int
 
@@ -130,7 +130,7 @@ class DeleteMeta:
 Op = WriteSlot | WriteMeta | ResetCounters | WriteService | DeleteService | DeleteSlot | DeleteMeta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     ops: tuple[Op, ...]
     # Kernel state once ops are applied: of every split port, or with `only`, of the planned ones
@@ -221,7 +221,7 @@ def _slot(last: int, choice: Choice, family: int, names: list[str], who: str) ->
     return SlotImage(last, choice.endpoint.ip, choice.endpoint.port, _backend_index(names, choice.backend, who))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A split port that does not fit the maps: skipped, its kernel state (if any) kept."""
     key: Addr
@@ -340,7 +340,7 @@ def images(desired: Sequence[SplitPort]) -> list[SplitImage]:
 
 # --- the config entry -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConfigImage:
     schema: bytes                 # schema.fingerprint() of the agent that installed the programs
     split_uids: tuple[int, ...]   # empty: split every connect; else only these uids' connects

@@ -97,29 +97,54 @@ def _jumps(hooks: Sequence[str], target: str, purpose: str) -> tuple[Rule, ...]:
 @dataclass(frozen=True, slots=True)
 class PortPlan:
     """Everything one split port contributes to the ruleset. Depends on that split port alone, so
-    the dataplane caches it per SplitPort: a sync with one changed split plans one split port."""
-    key: tuple[str, int, str]           # SplitPort.key
-    family: Family
-    order: tuple                        # sort key: (ip address, port, protocol)
-    refuse: bool                        # nothing serves it: every slot refuses
-    marks: bool                         # some slot refuses: needs KS-REFUSE and the filter reject rule
-    entry: Rule                         # its KS-SERVICES rule
-    chain: Chain                        # its KS-SVC chain
-    hairpin_ips: tuple[str, ...]        # its endpoint IPs, each with a KS-POSTROUTING rule
+    the dataplane keeps one per SplitPort: a sync with one changed split plans one split port.
+
+    Only the split port is held (the desired state's own object); the rules are made when asked.
+    Held as rules for every split port they would cost about 4 KB each (45 MiB at 10,000), for
+    work that is redone only when a whole ruleset is assembled (a full sync)."""
+    sp: SplitPort
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return self.sp.key
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.sp)
+
+    @property
+    def order(self) -> tuple:
+        """Sort key: (ip address, port, protocol)."""
+        return _order(self.sp)
+
+    @property
+    def marks(self) -> bool:
+        """Some slot refuses: needs KS-REFUSE and the filter reject rule."""
+        return any(isinstance(c, RefusedShare) for c in self.sp.choices)
+
+    @property
+    def entry(self) -> Rule:
+        """Its KS-SERVICES rule."""
+        return _entry(names.SERVICES, self.sp, [], ("-j", names.svc_chain(self.sp)))
+
+    @property
+    def chain(self) -> Chain:
+        """Its KS-SVC chain."""
+        return _service_chain(self.sp)
+
+    @property
+    def hairpin_ips(self) -> tuple[str, ...]:
+        """Its endpoint IPs, each with a KS-POSTROUTING rule."""
+        return hairpin.endpoint_ips(self.sp)
 
     @property
     def hairpin(self) -> tuple[Rule, ...]:
-        """Its KS-POSTROUTING rules, made when asked: held for every split port, they would
-        cost more than the rest of the plan."""
         return hairpin.endpoint_rules(self.hairpin_ips)
 
 
 def port_plan(sp: SplitPort) -> PortPlan:
-    """The rules of one split port. Pure."""
-    entry = _entry(names.SERVICES, sp, [], ("-j", names.svc_chain(sp)))
-    marks = any(isinstance(c, RefusedShare) for c in sp.choices)
-    return PortPlan(sp.key, family_of(sp), _order(sp), sp.refuse, marks, entry, _service_chain(sp),
-                    hairpin.endpoint_ips(sp))
+    """The rules of one split port (made when asked). Pure."""
+    return PortPlan(sp)
 
 
 def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Ruleset:
