@@ -14,8 +14,12 @@ static __always_inline struct ks_pod *ic_pod(u64 cookie)
 	return ks_pods.lookup(&cookie);
 }
 
+/* The loops over a pod's lists are unrolled: each access then has a constant offset. Left as
+ * loops, LLVM turns them into a walking pointer whose bound the verifier of 6.1 (Debian 12's
+ * kernel) cannot prove, and it refuses the program ("invalid access to map value"); 6.18 can. */
 static __always_inline int ic_in_ranges(const struct ks_port_range *r, __u8 n, __u16 port)
 {
+#pragma unroll
 	for (int i = 0; i < KS_POD_PORT_RANGES; i++) {
 		if (i >= n)
 			break;
@@ -30,6 +34,7 @@ static __always_inline int ic_in_ranges(const struct ks_port_range *r, __u8 n, _
 static __always_inline int ic_in_cidrs(const struct ks_cidr *c, __u8 n, int max, const __u32 *addr,
 				       __u8 family)
 {
+#pragma unroll
 	for (int i = 0; i < max; i++) {
 		if (i >= n)
 			break;
