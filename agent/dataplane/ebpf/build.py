@@ -8,7 +8,7 @@ the ctypes mirrors against the compiled object's BTF (through the fds BCC holds,
 and exits; the agent never imports BCC.
 
 The child answers with one JSON line on stdout: the compile time and the warnings it logged, or
-the error (its class, for `AlignmentError`, and its message). Its stderr is passed on.
+the error (its class, for `AlignmentError`, and its message). When a program was refused, the end of its stderr (the verifier's log) is logged.
 """
 from __future__ import annotations
 
@@ -39,9 +39,19 @@ def compile_and_pin(pins: loader.Pins) -> float:
                                  f"{proc.stderr.strip()[-2000:] or 'no output'}")
     for level, message in answer.get("logs", ()):
         log.log(level, "%s", message)
+    if answer.get("logs") and proc.stderr.strip():
+        # A program was refused: the verifier's own account (BCC prints it) is what tells why.
+        log.warning("ebpf: the BPF compiler and verifier said:\n%s", _verdict(proc.stderr))
     if "error" in answer:
         raise _ERRORS.get(answer["error"], loader.LoaderError)(answer["message"])
     return float(answer["seconds"])
+
+
+def _verdict(stderr: str, lines: int = 40) -> str:
+    """The end of the verifier's log: the last instructions and the reason, without the source
+    lines BCC interleaves (`; ...`)."""
+    kept = [line for line in stderr.splitlines() if line.strip() and not line.startswith(";")]
+    return "\n".join(kept[-lines:])
 
 
 def _answer(stdout: str) -> dict | None:
