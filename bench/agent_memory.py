@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,6 @@ import fixtures
 from source_kubernetes import agent_args, objects
 
 VENV_BIN = Path(sys.executable).parent
-SETTLE = 2.0      # seconds after the first sync before RSS is read: what the agent keeps, not its work
 
 
 def write_manifests(n: int, folder: Path) -> None:
@@ -34,12 +32,6 @@ def write_manifests(n: int, folder: Path) -> None:
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     (folder / "services.yaml").write_text(yaml.dump_all(services, Dumper=dumper, sort_keys=False))
     (folder / "splits.yaml").write_text(yaml.dump_all(splits, Dumper=dumper, sort_keys=False))
-
-
-def memory(pid: int) -> tuple[float, float]:
-    """VmRSS and VmHWM of a process, in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return tuple(int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) / 1024 for k in ("VmRSS", "VmHWM"))
 
 
 def first_sync(args: list[str]) -> tuple[float, float, float]:
@@ -56,8 +48,8 @@ def first_sync(args: list[str]) -> tuple[float, float, float]:
         else:
             raise RuntimeError(f"agent exited before its first sync: {tail}")
         done = time.monotonic() - start
-        time.sleep(SETTLE)
-        rss, hwm = memory(proc.pid)
+        time.sleep(fixtures.SETTLE)
+        rss, hwm = fixtures.memory(proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -84,7 +76,7 @@ def run(n: int, dataplanes: tuple[str, ...] = ("iptables", "ebpf")) -> dict[str,
                 seconds, rss, hwm = first_sync(args)
             key = f"files {dataplane}: {n} split ports"
             out[f"{key}: agent start to first sync done (s)"] = seconds
-            out[f"{key}: agent RSS after first sync (MiB)"] = rss
+            out[f"{key}: agent RSS 2 s after first sync (MiB)"] = rss
             out[f"{key}: agent peak RSS (MiB)"] = hwm
     return out
 

@@ -3,6 +3,7 @@ unique `ksbench` name and removed on exit, even when the benchmark fails."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,9 @@ from pathlib import Path
 
 from kernsplit.agent import mounts
 from kernsplit.agent.model.resolved import BackendShare, Endpoint, SplitPort, WeightedEndpoint
+
+# Seconds after an agent's first sync before its RSS is read: what it keeps, not its work.
+SETTLE = 2.0
 
 BACKEND_IP = "10.1.0.1"      # lives on the bench netns' loopback; every split points at it
 
@@ -29,6 +33,12 @@ def split_port(i: int, v2: Fraction = Fraction(1, 10), backend_ip: str | None = 
 
 def split_ports(n: int) -> list[SplitPort]:
     return [split_port(i) for i in range(n)]
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM (peak) of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return tuple(int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) / 1024 for k in ("VmRSS", "VmHWM"))
 
 
 def _tag() -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -101,8 +100,8 @@ def bench_process(server, dataplane: str, target: dict, n: int) -> dict[str, flo
         else:
             raise RuntimeError(f"agent exited before its first sync: {records[-5:]}")
         done = time.monotonic()
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        rss, hwm = (int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) / 1024 for k in ("VmRSS", "VmHWM"))
+        time.sleep(fixtures.SETTLE)
+        rss, hwm = fixtures.memory(proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -110,7 +109,7 @@ def bench_process(server, dataplane: str, target: dict, n: int) -> dict[str, flo
     return {f"{key}: agent start to first sync done (s)": done - start,
             f"{key}: of which start to every kind listed (s)": (listed_at or done) - start,
             f"{key}: of which first sync (s)": float(record.get("seconds", 0.0)),
-            f"{key}: agent RSS after first sync (MiB)": rss,
+            f"{key}: agent RSS 2 s after first sync (MiB)": rss,
             f"{key}: agent peak RSS (MiB)": hwm}
 
 

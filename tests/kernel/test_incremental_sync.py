@@ -9,6 +9,7 @@ place each dataplane writes (the restore input, the map operations), and the ker
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -103,6 +104,25 @@ def test_iptables_weight_edit_writes_only_that_split_ports_chain(netns, restores
     untouched = [l for l in before.splitlines() if l.startswith("-A") and l.split()[1] not in edited]
     assert untouched == [l for l in after.splitlines() if l.startswith("-A") and l.split()[1] not in edited]
     assert any("0.5" in l for l in _lines_of(after, names.svc_chain(port(2, 0))))
+
+
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_iptables_new_endpoint_address_writes_its_chain_and_the_hairpin_chain_only(netns, restores, mode):
+    desired = world()
+    dp = IptablesDataplane(netns=netns, mode=mode)
+    dp.sync(desired)
+    moved = port(2, Fraction(1, 2))
+    moved = replace(moved, endpoints=(moved.endpoints[0], replace(moved.endpoints[1], endpoint=Endpoint("10.1.0.9", TARGET))))
+    restores.clear()
+    desired, changed = edit(desired, moved)
+    assert dp.sync(desired, changed=changed).written == 1
+    [text] = restores
+    assert _chains_written(text) == {names.svc_chain(moved), names.HAIRPIN}, text
+    # what the partial write left is exactly what a full sync wants: it finds nothing to write
+    restores.clear()
+    assert dp.sync(desired, full=True).written == 0 and restores == []
+    assert any("10.1.0.9/32" in l for l in _lines_of(save(netns, IptablesBackend(mode), Family.V4, table="nat"),
+                                                      names.HAIRPIN))
 
 
 @pytest.mark.parametrize("mode", ["nft"])

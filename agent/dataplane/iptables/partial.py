@@ -4,27 +4,32 @@ kube-proxy's partial sync skips services outside `UpdatedServices`; here the rec
 the keys of the changed split ports, and the dataplane keeps the plan of every split port it last
 wrote (`PortPlan`, derived from the desired state alone). When a change touches only the split
 ports' own KS-SVC chains (a weight change, an endpoint replaced), the pair holds just those chains
-and the write is one short restore whatever the number of split ports installed. When it touches a
-chain shared by all split ports (the KS-SERVICES entry of an added or removed port, the hairpin
-rules of a new endpoint address, refusal starting or ending), the pair is the whole family, still
-compared against the previous plans rather than read back from the kernel.
+(and KS-POSTROUTING, made again, when an endpoint address comes or goes) and the write is one
+short restore. When it touches the chain of every split port's entry (a port added or removed) or
+refusal starts or ends, the pair is the whole family, still compared against the previous plans
+rather than read back from the kernel.
 """
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from kernsplit.agent.dataplane.iptables import refuse
-from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble
-from kernsplit.agent.iptables.ruleset import Ruleset, Table
+from kernsplit.agent.dataplane.iptables import hairpin, refuse
+from kernsplit.agent.dataplane.iptables.plan import PortPlan, assemble, in_order
+from kernsplit.agent.iptables.ruleset import Chain, Ruleset, Table
 from kernsplit.agent.iptables.kinds import Family
 
 PortKey = tuple[str, int, str]
 
 
 def _own_chain_only(old: PortPlan | None, new: PortPlan | None) -> bool:
-    """The change stays inside the split port's own KS-SVC chain."""
-    return (old is not None and new is not None and old.entry == new.entry and old.hairpin_ips == new.hairpin_ips
-            and old.marks == new.marks)
+    """The change stays inside the split port's own KS-SVC chain, and perhaps KS-POSTROUTING."""
+    return old is not None and new is not None and old.entry == new.entry and old.marks == new.marks
+
+
+def _hairpin(plans: Mapping[PortKey, PortPlan], family: Family) -> tuple[Chain, ...]:
+    """KS-POSTROUTING as `assemble` makes it (from every split port's endpoint IPs)."""
+    ports = in_order(plans.values(), family)
+    return (hairpin.chain(pp.hairpin for pp in ports),) if ports else ()
 
 
 def pair(old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan], changed: Collection[PortKey],
@@ -40,8 +45,14 @@ def pair(old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan], chang
     # end); listed on both sides it is not written, and the chains that jump to it stay checked.
     static = (refuse.nat_chain(),) if any(n.marks for _, n in touched) else ()
 
-    def only(chains) -> Ruleset:
+    # An endpoint address added or removed changes the shared KS-POSTROUTING chain: that chain is
+    # made again from every split port's endpoint IPs (no other rule is), and compared as a whole.
+    moved = any(o.hairpin_ips != n.hairpin_ips for o, n in touched)
+    hairpins = (_hairpin(new, family), _hairpin(old, family)) if moved else ((), ())
+
+    def only(chains, more) -> Ruleset:
         # No jumps on either side: they are not touched, so the diff leaves them alone.
-        return Ruleset(family, (Table("nat", (*chains, *static), ()),))
-    return (only(n.chain for o, n in touched if o.chain != n.chain),
-            only(o.chain for o, n in touched if o.chain != n.chain))
+        return Ruleset(family, (Table("nat", (*chains, *static, *more), ()),))
+    pairs = [(o.chain, n.chain) for o, n in touched]
+    return (only((n for o, n in pairs if o != n), hairpins[0]),
+            only((o for o, n in pairs if o != n), hairpins[1]))

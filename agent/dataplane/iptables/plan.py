@@ -147,6 +147,15 @@ def port_plan(sp: SplitPort) -> PortPlan:
     return PortPlan(sp)
 
 
+def in_order(port_plans: Iterable[PortPlan], family: Family) -> list[PortPlan]:
+    """The plans of one family as a ruleset lists them: the first per key, sorted by address."""
+    chosen: dict[tuple, PortPlan] = {}
+    for pp in port_plans:
+        if pp.family is family:
+            chosen.setdefault(pp.key, pp)
+    return sorted(chosen.values(), key=lambda pp: pp.order)
+
+
 def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Ruleset:
     """The complete set of our chains and jumps for one address family, from per-split-port plans
     (the first plan per (ip, port, protocol) wins). Pure.
@@ -154,11 +163,7 @@ def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Rule
     KS-REFUSE and the filter table's static reject rule exist while some slot of the family
     refuses. The filter table comes first: applied in this order, its reject rule is in place
     before any nat rule can mark a connection (see `refuse`)."""
-    chosen: dict[tuple, PortPlan] = {}
-    for pp in port_plans:
-        if pp.family is family:
-            chosen.setdefault(pp.key, pp)
-    ports = sorted(chosen.values(), key=lambda pp: pp.order)
+    ports = in_order(port_plans, family)
     if not ports:
         return Ruleset(family, ())
     marks = any(pp.marks for pp in ports)
