@@ -14,45 +14,34 @@ static __always_inline struct ks_pod *ic_pod(u64 cookie)
 	return ks_pods.lookup(&cookie);
 }
 
-/* An index into a pod's lists, masked so that every access is inside the array whatever the
- * verifier knows of the loop. Without it, LLVM turns these loops into a walking pointer whose
- * bound the verifier of 6.1 (Debian 12's kernel) cannot prove, and it refuses the program
- * ("invalid access to map value"); 6.18's can. The empty asm hides the index's range from the
- * compiler, which would otherwise drop the mask as redundant. `len` is a power of two. */
-static __always_inline int ic_index(int i, int len)
-{
-	asm volatile("" : "+r"(i));
-	return i & (len - 1);
-}
-
+/* The loops over a pod's lists are fully unrolled and have no data-dependent exit: every access
+ * is then at a constant offset, and there is no loop for the verifier to bound. Written as loops
+ * that stop at the list's length, LLVM turns them into a rotated loop with a walking pointer that
+ * the verifier of 6.1 (Debian 12's kernel) cannot bound, and it refuses the programs ("invalid
+ * access to map value", "sequence of jumps is too complex"); 6.18's accepts either form. */
 static __always_inline int ic_in_ranges(const struct ks_port_range *r, __u8 n, __u16 port)
 {
-	for (int i = 0; i < KS_POD_PORT_RANGES; i++) {
-		if (i >= n)
-			break;
-		int j = ic_index(i, KS_POD_PORT_RANGES);
-		if (port >= r[j].first && port <= r[j].last)
-			return 1;
-	}
-	return 0;
+	int found = 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < KS_POD_PORT_RANGES; i++)
+		if (i < n && port >= r[i].first && port <= r[i].last)
+			found = 1;
+	return found;
 }
 
 /* addr (network byte order, 4 words; IPv4 in word 0) inside one of the first n blocks? `max`:
- * the array's length, a constant bound for the verifier. */
+ * the array's length, a constant after inlining. */
 static __always_inline int ic_in_cidrs(const struct ks_cidr *c, __u8 n, int max, const __u32 *addr,
 				       __u8 family)
 {
-	for (int i = 0; i < max; i++) {
-		if (i >= n)
-			break;
-		const struct ks_cidr *b = &c[ic_index(i, max)];
-		if (b->family != family)
-			continue;
-		if ((addr[0] & b->mask[0]) == b->net[0] && (addr[1] & b->mask[1]) == b->net[1] &&
-		    (addr[2] & b->mask[2]) == b->net[2] && (addr[3] & b->mask[3]) == b->net[3])
-			return 1;
-	}
-	return 0;
+	int found = 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < max; i++)
+		if (i < n && c[i].family == family &&
+		    (addr[0] & c[i].mask[0]) == c[i].net[0] && (addr[1] & c[i].mask[1]) == c[i].net[1] &&
+		    (addr[2] & c[i].mask[2]) == c[i].net[2] && (addr[3] & c[i].mask[3]) == c[i].net[3])
+			found = 1;
+	return found;
 }
 
 /* Loopback, the unspecified address, or one of the pod's own: the connection never leaves the
