@@ -74,7 +74,7 @@ def fetch_kernel(series: str) -> tuple[Path, str]:
     debs.mkdir(parents=True, exist_ok=True)
     headers = f"linux-headers-{release}"
     depends = apt("apt-cache", "show", headers, capture_output=True).stdout
-    extra = re.findall(r"(linux-headers-\S+-common|linux-kbuild-\S+)", depends.split("\nDescription")[0])
+    extra = re.findall(r"(linux-headers-[^\s,]+-common|linux-kbuild-[^\s,]+)", depends.split("\nDescription")[0])
     apt("apt-get", "download", "-qq", image, headers, *dict.fromkeys(extra), cwd=debs)
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
