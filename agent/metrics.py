@@ -38,15 +38,19 @@ class KernelCollector:
         self._capacity = capacity
         self._max_age = max_age
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[ObservedSplit]] = (float("-inf"), [])
+        self._cached: dict[str, tuple[float, object]] = {}
+
+    def _read(self, what: str, read: Callable[[], object]) -> object:
+        """`read()`, at most once per `max_age` (both reads walk kernel tables or maps)."""
+        with self._lock:
+            at, value = self._cached.get(what, (float("-inf"), None))
+            if time.monotonic() - at > self._max_age:
+                value = read()
+                self._cached[what] = (time.monotonic(), value)
+            return value
 
     def _splits(self) -> list[ObservedSplit]:
-        with self._lock:
-            at, splits = self._cached
-            if time.monotonic() - at > self._max_age:
-                splits = self._observe()
-                self._cached = (time.monotonic(), splits)
-            return splits
+        return self._read("splits", self._observe)
 
     def collect(self) -> Iterable:
         conns = CounterMetricFamily(f"{NS}_split_backend_connections", "New connections the kernel "
@@ -66,7 +70,7 @@ class KernelCollector:
         if self._capacity is not None:
             fill = GaugeMetricFamily(f"{NS}_bpf_map_fill_ratio", "Entries in use / max entries of "
                                      "each BPF map of the eBPF dataplane.", labels=["map"])
-            for name, (used, size) in sorted(self._capacity().items()):
+            for name, (used, size) in sorted(self._read("capacity", self._capacity).items()):
                 fill.add_metric([name], used / size if size else 0.0)
             yield fill
 

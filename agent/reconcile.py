@@ -77,24 +77,28 @@ class Reconciler:
         """Apply a batch of events; returns what the desired state gained or lost."""
         dirty: set[ServiceKey] = set()
         touched: set[ObjectKey] = set()
-        existed: dict[ObjectKey, bool] = {}        # before this batch, for the object counts
+        existed: dict[ObjectKey, bool] = {}        # before this batch: for the object counts only
+        counting = self.metrics is not None
         for ev in events:
             if isinstance(ev, Upsert):
                 key = key_of(ev.obj)
-                existed.setdefault(key, self.store.entry(key) is not None)
+                if counting:
+                    existed.setdefault(key, self.store.entry(key) is not None)
                 dirty |= self.store.upsert(ev.scope, ev.obj)
                 touched.add(key)
             elif isinstance(ev, Delete):
-                existed.setdefault(ev.key, self.store.entry(ev.key) is not None)
+                if counting:
+                    existed.setdefault(ev.key, self.store.entry(ev.key) is not None)
                 dirty |= self.store.delete(ev.scope, ev.key)
                 touched.add(ev.key)
             elif isinstance(ev, Replace):
                 before = set(self.store.keys())
                 dirty |= self.store.replace(ev.scope, ev.objects)
-                added = {key_of(o) for o in ev.objects}
-                touched |= added | (before - set(self.store.keys()))
-                for key in added | before:
-                    existed.setdefault(key, key in before)
+                changed = {key_of(o) for o in ev.objects} | (before - set(self.store.keys()))
+                touched |= changed
+                if counting:
+                    for key in changed:
+                        existed.setdefault(key, key in before)
         self._count(existed)
         delta = self.desired.resolve(self.store, dirty)
         self._pending |= delta.changed

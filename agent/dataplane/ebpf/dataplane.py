@@ -197,7 +197,7 @@ class EbpfDataplane:
     def capacity(self) -> dict[str, tuple[int, int]]:
         """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
         through fds of its own (the metrics endpoint runs beside the sync loop)."""
-        if not self.installed() or any(not self.pins.map(m).exists() for m in loader.MAPS):
+        if not self.installed() or self.pins.missing_maps():
             return {}                  # a pin removed by hand: the next full resync pins it again
         maps = KernelMaps(self.pins)
         try:
@@ -208,7 +208,7 @@ class EbpfDataplane:
     def observe(self) -> list[ObservedSplit]:
         if not self.installed():
             return []
-        missing = [self.pins.map(m) for m in loader.MAPS if not self.pins.map(m).exists()]
+        missing = self.pins.missing_maps()
         if missing and self._maps is None:
             raise loader.MissingPins(self.pins, missing)
         maps = self._maps or KernelMaps(self.pins)

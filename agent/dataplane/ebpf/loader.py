@@ -99,8 +99,10 @@ class Pins:
         """The map and split program pins that `complete` needs and that are not there; with
         `interception`, the interception programs' too."""
         progs = [*PROGRAMS, *INTERCEPT_PROGRAMS, TC_PROGRAM] if interception else PROGRAMS
-        return ([self.map(m) for m in MAPS if not self.map(m).exists()]
-                + [self.prog(p) for p in progs if not self.prog(p).exists()])
+        return self.missing_maps() + [self.prog(p) for p in progs if not self.prog(p).exists()]
+
+    def missing_maps(self) -> list[Path]:
+        return [self.map(m) for m in MAPS if not self.map(m).exists()]
 
     def any(self) -> bool:
         return self.root.exists() and any(self.root.rglob("*"))
