@@ -12,8 +12,11 @@ the error (its class, for `AlignmentError`, and its message). When a program was
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +31,7 @@ _ERRORS = {"AlignmentError": loader.AlignmentError}
 
 def compile_and_pin(pins: loader.Pins) -> float:
     """`loader.compile_and_pin(pins)` in a child process. Returns the seconds the compile took."""
-    argv = [sys.executable, "-m", __name__, str(pins.root)]
+    argv = [sys.executable, "-m", __name__, str(pins.root), str(os.getpid())]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -73,7 +76,21 @@ class _Collect(logging.Handler):
         self.records.append((record.levelno, record.getMessage()))
 
 
-def main(root: str) -> int:
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """A compile must not outlive the agent that asked for it: killed, the agent leaves nobody to
+    read the answer, and the child would go on pinning under a directory that a cleanup (`lab
+    down`, `agent --cleanup`) has just removed."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:            # the agent died before the line above took effect
+        os._exit(1)
+
+
+def main(root: str, parent: int | None = None) -> int:
+    if parent is not None:
+        _die_with(parent)
     collected = _Collect()
     tree = logging.getLogger("kernsplit")
     tree.addHandler(collected)
@@ -90,4 +107,4 @@ def main(root: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
+    raise SystemExit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))
