@@ -69,16 +69,22 @@ class Reconciler:
         self._pending: set[PortKey] = set()          # changed since the last successful sync
         self._reported: dict[ObjectKey, tuple[Diagnostic, ...]] = {}
         self._root_reported: dict[ServiceKey, tuple[Diagnostic, ...]] = {}
+        # Absorbed into the store and not yet resolved (see `absorb`).
+        self._dirty: set[ServiceKey] = set()
+        self._touched: set[ObjectKey] = set()
+        self._existed: dict[ObjectKey, bool] = {}    # before the first absorb: for the object counts
         self.last_sync: float | None = None          # monotonic end of the last successful sync
 
     # --- events -> store -> desired ----------------------------------------------------------
 
-    def apply(self, events: Iterable[Event]) -> Delta:
-        """Apply a batch of events; returns what the desired state gained or lost."""
-        dirty: set[ServiceKey] = set()
-        touched: set[ObjectKey] = set()
-        existed: dict[ObjectKey, bool] = {}        # before this batch: for the object counts only
+    def absorb(self, events: Iterable[Event]) -> None:
+        """Take a batch of events into the store only; what they affect is resolved at the next
+        `apply`. Before the source's first complete view, events are absorbed as they come: each
+        list is parsed while the next is fetched and its packed objects are freed at once, instead
+        of every resource's list waiting, packed, for the last one (a relist of 60,000 objects
+        left about 20 MiB of the heap fragmented that way)."""
         counting = self.metrics is not None
+        dirty, touched, existed = self._dirty, self._touched, self._existed
         for ev in events:
             if isinstance(ev, Upsert):
                 key = key_of(ev.obj)
@@ -99,6 +105,12 @@ class Reconciler:
                 if counting:
                     for key in changed:
                         existed.setdefault(key, key in before)
+
+    def apply(self, events: Iterable[Event]) -> Delta:
+        """Apply a batch of events; returns what the desired state gained or lost."""
+        self.absorb(events)
+        dirty, touched, existed = self._dirty, self._touched, self._existed
+        self._dirty, self._touched, self._existed = set(), set(), {}
         self._count(existed)
         delta = self.desired.resolve(self.store, dirty)
         self._pending |= delta.changed
@@ -214,8 +226,9 @@ class Reconciler:
                 self.metrics.heartbeat()
             if self.queue.wait(self._wait(next_full)):
                 self.pacer.event(time.monotonic())
-            if not self.queue.is_ready:
-                continue                                # a partial view is never programmed
+            if not self.queue.is_ready:                 # a partial view is never resolved nor programmed
+                self.absorb(self.queue.drain())
+                continue
             now = time.monotonic()
             if next_full is None or now >= next_full:
                 next_full = self._full(now, "start" if next_full is None else "resync")

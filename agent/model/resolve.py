@@ -30,6 +30,10 @@ from kernsplit.agent.model.resolved import BackendShare, Endpoint, RefusedShare,
 from kernsplit.agent.model.services import EndpointGroup, ReadyAddress, Service, ServicePort
 from kernsplit.agent.model.splits import Backend, Split
 
+# Shared: Fractions are immutable, and a resolved port holds one per backend and endpoint.
+NONE = Fraction(0)
+ALL = Fraction(1)
+
 Key = tuple[str, str]   # (namespace, name)
 
 
@@ -202,11 +206,12 @@ def _split_port(split: Split, root: Service, root_port: ServicePort, cluster_ip:
     weighted: list[WeightedEndpoint] = []
     refused: list[RefusedShare] = []
     for index, backend in enumerate(split.backends):
-        share = Fraction(backend.weight, total) if index in counted and total else Fraction(0)
+        share = Fraction(backend.weight, total) if index in counted and total else NONE
         shares.append(BackendShare(backend.service, backend.weight, share, index in resolved, index in last_resort))
         if share and index in resolved:
             eps = resolved[index]
-            weighted.extend(WeightedEndpoint(backend.service, ep, share / len(eps)) for ep in eps)
+            each = share / len(eps)          # one Fraction for all of them (10,000s of ports are held)
+            weighted.extend(WeightedEndpoint(backend.service, ep, each) for ep in eps)
         elif share:
             refused.append(RefusedShare(backend.service, share))
     if not weighted and not refused:
@@ -223,10 +228,10 @@ def _with_root_share(shares: list[BackendShare], root: str, resolved: bool,
     carries the whole share, so every choice's backend is one of `backends` (dataplanes count
     connections per backend)."""
     if any(b.service == root for b in shares):
-        return [BackendShare(b.service, b.weight, Fraction(1) if b.service == root else Fraction(0),
+        return [BackendShare(b.service, b.weight, ALL if b.service == root else NONE,
                              resolved if b.service == root else b.resolved,
                              terminating if b.service == root else b.terminating) for b in shares]
-    return [*shares, BackendShare(root, 0, Fraction(1), resolved, terminating)]
+    return [*shares, BackendShare(root, 0, ALL, resolved, terminating)]
 
 
 def _fallback(split: Split, root: Service, root_port: ServicePort, family: int, inventory: Inventory,
@@ -242,14 +247,15 @@ def _fallback(split: Split, root: Service, root_port: ServicePort, family: int, 
     if not endpoints:
         _warn(sink, split, split.service_field,
               f"{why} and {where} has no ready endpoints: connections will be refused")
-        return [], [RefusedShare(split.service, Fraction(1))], _with_root_share(shares, split.service, False)
+        return [], [RefusedShare(split.service, ALL)], _with_root_share(shares, split.service, False)
     if terminating:
         _warn(sink, split, split.service_field, f"{why}: {where} has no ready endpoints: its {len(endpoints)} "
                                                 "terminating endpoint(s) that are still serving take the traffic as "
                                                 "a last resort (as kube-proxy does)")
     else:
         _warn(sink, split, split.service_field, f"{why}: {where} keeps its own endpoints", "info")
-    weighted = [WeightedEndpoint(split.service, ep, Fraction(1, len(endpoints))) for ep in endpoints]
+    each = Fraction(1, len(endpoints))
+    weighted = [WeightedEndpoint(split.service, ep, each) for ep in endpoints]
     return weighted, [], _with_root_share(shares, split.service, True, terminating)
 
 

@@ -23,7 +23,7 @@ MESSAGE_LIMIT = 1024          # events.k8s.io caps a note at 1 kB; core Events a
 REPORTED_KINDS = frozenset({"TrafficSplit", "HTTPRoute", "TCPRoute"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectRef:
     """What an Event's involvedObject names: the object as the API server served it."""
     api_version: str

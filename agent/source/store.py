@@ -14,7 +14,7 @@ first scope keeps it.
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,15 +63,17 @@ def _referenced(splits: Iterable[Split]) -> Iterator[tuple[ServiceKey, ServiceKe
 class ObjectStore:
     def __init__(self, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> None:
         self.cluster_domain = cluster_domain
+        # The indexes hold tuples, not sets or dicts: at 10,000 split ports they have tens of
+        # thousands of entries, nearly all of one or two items, and a tuple of one is a quarter of
+        # a set's or a dict's size. Each is rebuilt when it changes, which is one object's work.
         self._entries: dict[ObjectKey, Entry] = {}
-        self._scopes: dict[str, set[ObjectKey]] = defaultdict(set)
         self._duplicates: dict[ObjectKey, tuple[str, Diagnostic]] = {}   # key -> (its other scope, error)
         self.services: dict[ServiceKey, Service] = {}
-        self._groups: dict[ServiceKey, dict[ObjectKey, EndpointGroup]] = defaultdict(dict)
+        self._groups: dict[ServiceKey, tuple[tuple[ObjectKey, EndpointGroup], ...]] = {}   # sorted by key
         self.endpoints: dict[ServiceKey, tuple[EndpointGroup, ...]] = {}
         self.splits: dict[ObjectKey, tuple[Split, ...]] = {}
-        self.splits_by_root: dict[ServiceKey, set[ObjectKey]] = defaultdict(set)
-        self.roots_by_backend: dict[ServiceKey, Counter[ServiceKey]] = defaultdict(Counter)
+        self.splits_by_root: dict[ServiceKey, tuple[ObjectKey, ...]] = {}
+        self.roots_by_backend: dict[ServiceKey, tuple[ServiceKey, ...]] = {}   # a root once per use
         self.inventory = Inventory(self.services, self.endpoints)    # live views, never copied
 
     # --- the three changes a source makes -------------------------------------------------------
@@ -102,7 +104,6 @@ class ObjectStore:
         if any(d.severity == "error" for d in diagnostics):
             parsed = old.parsed if old is not None else None      # the last good version stays
         self._entries[key] = Entry(scope, digest, parsed, diagnostics)
-        self._scopes[scope].add(key)
         if old is not None and old.parsed is parsed:
             return set()
         return self._unindex(key, old.parsed if old else None) | self._index(key, parsed)
@@ -114,14 +115,13 @@ class ObjectStore:
         if entry is None or entry.scope != scope:
             return set()
         del self._entries[key]
-        self._scopes[scope].discard(key)
         return self._unindex(key, entry.parsed)
 
     def replace(self, scope: str, objects: Iterable[RawObject | Packed]) -> set[ServiceKey]:
         objects = [pack(o) for o in objects if packable(o)]
         keep = {o.key for o in objects}
         dirty: set[ServiceKey] = set()
-        for key in sorted(self._scopes.get(scope, set()) - keep):
+        for key in sorted(k for k, e in self._entries.items() if e.scope == scope and k not in keep):
             dirty |= self.delete(scope, key)
         for key in [k for k, (other, _) in self._duplicates.items() if other == scope and k not in keep]:
             del self._duplicates[key]
@@ -158,8 +158,8 @@ class ObjectStore:
     # --- indexes -------------------------------------------------------------------------------
 
     def _affected(self, service: ServiceKey) -> set[ServiceKey]:
-        roots = {r for r, n in self.roots_by_backend.get(service, {}).items() if n > 0}
-        if self.splits_by_root.get(service):
+        roots = set(self.roots_by_backend.get(service, ()))
+        if service in self.splits_by_root:
             roots.add(service)
         return roots
 
@@ -168,15 +168,16 @@ class ObjectStore:
             self.services[parsed.key] = parsed
             return self._affected(parsed.key)
         if isinstance(parsed, EndpointGroup):
-            self._groups[parsed.key][key] = parsed
+            others = [kg for kg in self._groups.get(parsed.key, ()) if kg[0] != key]
+            self._groups[parsed.key] = tuple(sorted([*others, (key, parsed)], key=lambda kg: kg[0]))
             self._choose_endpoints(parsed.key)
             return self._affected(parsed.key)
         if parsed:
             self.splits[key] = parsed
-            for s in parsed:
-                self.splits_by_root[s.root].add(key)
+            for root in {s.root for s in parsed}:
+                self.splits_by_root[root] = (*self.splits_by_root.get(root, ()), key)
             for backend, root in _referenced(parsed):
-                self.roots_by_backend[backend][root] += 1
+                self.roots_by_backend[backend] = (*self.roots_by_backend.get(backend, ()), root)
             return {s.root for s in parsed}
         return set()
 
@@ -185,36 +186,40 @@ class ObjectStore:
             self.services.pop(parsed.key, None)
             return self._affected(parsed.key)
         if isinstance(parsed, EndpointGroup):
-            self._groups[parsed.key].pop(key, None)
+            _set(self._groups, parsed.key, tuple(kg for kg in self._groups.get(parsed.key, ()) if kg[0] != key))
             self._choose_endpoints(parsed.key)
             return self._affected(parsed.key)
         if parsed:
             self.splits.pop(key, None)
-            for s in parsed:
-                self.splits_by_root[s.root].discard(key)
-                if not self.splits_by_root[s.root]:
-                    del self.splits_by_root[s.root]
+            for root in {s.root for s in parsed}:
+                _set(self.splits_by_root, root, tuple(k for k in self.splits_by_root.get(root, ()) if k != key))
             for backend, root in _referenced(parsed):
-                counts = self.roots_by_backend[backend]
-                counts[root] -= 1
-                if counts[root] <= 0:
-                    del counts[root]
-                if not counts:
-                    del self.roots_by_backend[backend]
+                roots = list(self.roots_by_backend.get(backend, ()))
+                if root in roots:
+                    roots.remove(root)          # one use of it: another split may use it too
+                _set(self.roots_by_backend, backend, tuple(roots))
             return {s.root for s in parsed}
         return set()
 
     def _choose_endpoints(self, service: ServiceKey) -> None:
         """A cluster dump holds Endpoints and their mirrored EndpointSlices: the slices win (the
         current API), never both, which would count every pod twice."""
-        found = self._groups.get(service, {})
-        slices = tuple(g for _, g in sorted(found.items()) if g.source == "EndpointSlice")
-        chosen = slices or tuple(g for _, g in sorted(found.items()))
+        found = self._groups.get(service, ())
+        slices = tuple(g for _, g in found if g.source == "EndpointSlice")
+        chosen = slices or tuple(g for _, g in found)
         if chosen:
             self.endpoints[service] = chosen
         else:
             self.endpoints.pop(service, None)
             self._groups.pop(service, None)
+
+
+def _set(index: dict, key: Any, value: tuple) -> None:
+    """An index entry set to `value`, or removed when it is empty."""
+    if value:
+        index[key] = value
+    else:
+        index.pop(key, None)
 
 
 class _RootView(Mapping):
