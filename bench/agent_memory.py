@@ -72,7 +72,7 @@ def run(n: int, dataplanes: tuple[str, ...] = ("iptables", "ebpf")) -> dict[str,
                 target = {"netns": ns, "cgroup": str(getattr(dp, "cgroup", "")),
                           "bpffs": str(pins.root if pins else "")}
                 args = [str(VENV_BIN / "kernsplit"), "agent", "--config", str(folder), "--file-settle", "0",
-                        *agent_args(dataplane, target), "--log-format", "json"]
+                        *agent_args(dataplane, target), "--log-format", "json", "--metrics-addr", "127.0.0.1:0"]
                 seconds, rss, hwm = first_sync(args)
             key = f"files {dataplane}: {n} split ports"
             out[f"{key}: agent start to first sync done (s)"] = seconds

@@ -84,7 +84,7 @@ def agent_args(dataplane: str, target: dict) -> list[str]:
 def bench_process(server, dataplane: str, target: dict, n: int) -> dict[str, float]:
     """The agent as users run it: start to first sync, and its memory then."""
     args = [str(VENV_BIN / "kernsplit"), "agent", "--source", "kubernetes", "--kubeconfig", str(server.kubeconfig),
-            *agent_args(dataplane, target), "--log-format", "json"]
+            *agent_args(dataplane, target), "--log-format", "json", "--metrics-addr", "127.0.0.1:0"]
     start = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     records, listed_at = [], None

@@ -1,6 +1,7 @@
 """`kernsplit agent`: program the node's dataplane from manifests, once or continuously."""
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -12,6 +13,10 @@ from kernsplit.agent import caps, logs
 from kernsplit.agent.commands.params import NETNS, cluster_domain_option, iptables_wait_option
 
 log = logging.getLogger("kernsplit.agent")
+
+# Loopback only by default, as kube-proxy binds its metrics: a DaemonSet that Prometheus scrapes
+# over the pod network passes 0.0.0.0:9464 (deploy/base does).
+DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
 
 
 def dataplane_options(name: str, netns: str | None, iptables_mode: str, cgroup: str | None,
@@ -66,7 +71,9 @@ def _serve_metrics(metrics, address: str, dp) -> None:
     try:
         server = serve(metrics, address)
     except (OSError, ValueError) as exc:
-        raise click.UsageError(f"--metrics-addr {address}: {exc}") from exc
+        hint = (" (another agent on this host? choose another port with --metrics-addr HOST:PORT, "
+                "or serve none with --metrics-addr '')" if getattr(exc, "errno", None) == errno.EADDRINUSE else "")
+        raise click.UsageError(f"--metrics-addr {address}: {exc}{hint}") from exc
     log.info("metrics on http://%s:%d/metrics", *server.server_address[:2])
 
 
@@ -116,8 +123,9 @@ def _preview(reconciler, dataplane: str) -> int:
                    "registers pods (no NAT rule in the pods).")
 @click.option("--resync-interval", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
               help="Seconds between full resyncs that repair drift.")
-@click.option("--metrics-addr", default=None, metavar="HOST:PORT",
-              help="Serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9464; [::1]:9464).")
+@click.option("--metrics-addr", default=DEFAULT_METRICS_ADDR, show_default=True, metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9464; [::1]:9464; "
+                   "port 0: any free port, logged). '' serves nothing.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True)
 @click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True)
 @click.option("--cleanup", is_flag=True, help="Remove every kernel object of ours and exit.")

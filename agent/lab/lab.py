@@ -214,7 +214,8 @@ class Lab:
     def agent_argv(self, *extra: str) -> list[str]:
         source = (["--source", "kubernetes"] if self.source == "kubernetes"
                   else ["--config", str(self.manifests)])
-        argv = [program("kernsplit"), "agent", *source, "--dataplane", self.dataplane, "--netns", self.node]
+        argv = [program("kernsplit"), "agent", *source, "--dataplane", self.dataplane, "--netns", self.node,
+                "--metrics-addr", "127.0.0.1:0"]     # labs run side by side: any free port (logged)
         if self.dataplane == "ebpf":
             # split after the proxy, as on the node with iptables: the proxy sees the ClusterIP
             argv += ["--cgroup", str(self.pods_cgroup), "--bpffs", str(self.bpffs),

@@ -72,7 +72,7 @@ def world(root_required, tmp_path):
     log = tmp_path / "agent.log"
     with throwaway_netns() as netns:
         proc = subprocess.Popen([KERNSPLIT, "agent", "--netns", netns, "--iptables-mode", "nft",
-                                 "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log.open("w"))
+                                 "--config", str(config), "--metrics-addr", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=log.open("w"))
         try:
             _until(lambda: served(netns) == set(ROOTS.values()), "the first sync")
             yield netns, config, log

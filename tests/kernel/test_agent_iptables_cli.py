@@ -133,7 +133,8 @@ class Running:
 
     def __init__(self, netns, config, log: Path, *extra):
         self.log = log
-        self.proc = subprocess.Popen([KERNSPLIT, "agent", "--netns", netns, "--config", str(config), *extra],
+        self.proc = subprocess.Popen([KERNSPLIT, "agent", "--netns", netns, "--config", str(config),
+                                      *([] if "--metrics-addr" in extra else ["--metrics-addr", "127.0.0.1:0"]), *extra],
                                      stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
     def text(self) -> str:
@@ -258,3 +259,41 @@ def test_clients_in_other_namespaces_are_split_and_refused(netns, topo, config, 
         assert client.connect("10.100.200.40", 80, n=2) == [errno.ECONNREFUSED] * 2
         assert time.monotonic() - start < scaled(2.5), "refusal must not wait for a timeout"
         assert topo.accepted()["10.100.200.40"] == 0
+
+
+def _in_netns(netns, *argv) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv]
+
+
+def test_metrics_are_served_on_loopback_9464_by_default_and_a_taken_port_is_a_clear_error(netns, topo, config,
+                                                                                            tmp_path):
+    """Run inside the lab netns, so 127.0.0.1:9464 is that namespace's loopback, never the host's."""
+    log = tmp_path / "agent.log"
+    proc = subprocess.Popen(_in_netns(netns, KERNSPLIT, "agent", "--netns", netns, "--config", str(config)),
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        probe = ("import sys, urllib.request\n"
+                 "try:\n    r = urllib.request.urlopen('http://127.0.0.1:9464/readyz', timeout=2)\n"
+                 "except Exception as e:\n    sys.exit(str(e))\nprint(r.status)")
+        _until(lambda: subprocess.run(_in_netns(netns, sys.executable, "-c", probe), capture_output=True,
+                                      text=True).stdout.strip() == "200", timeout=20, what="/readyz on 127.0.0.1:9464")
+        assert "metrics on http://127.0.0.1:9464/metrics" in log.read_text()
+
+        second = subprocess.run(_in_netns(netns, KERNSPLIT, "agent", "--netns", netns, "--config", str(config)),
+                                capture_output=True, text=True, timeout=scaled(30))
+        assert second.returncode == 2, second.stderr
+        assert "--metrics-addr 127.0.0.1:9464" in second.stderr and "another agent on this host" in second.stderr
+        assert "Traceback" not in second.stderr
+
+        off = subprocess.Popen(_in_netns(netns, KERNSPLIT, "agent", "--netns", netns, "--config", str(config),
+                                         "--metrics-addr", ""), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+        try:
+            _until(lambda: "sync (start)" in off.stderr.readline(), timeout=20, what="the second agent's first sync")
+            assert off.poll() is None        # '' serves nothing, so nothing collides
+        finally:
+            off.terminate()
+            off.wait(timeout=scaled(10))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=scaled(10))

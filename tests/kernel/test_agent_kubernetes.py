@@ -87,7 +87,8 @@ class Node:
 
     def agent(self, *extra: str, kubeconfig: Path | None = None) -> "Agent":
         args = [KERNSPLIT, "agent", "--source", "kubernetes", "--kubeconfig", str(kubeconfig or self.api.kubeconfig),
-                *self.target(), "--log-level", "debug", *extra]
+                *self.target(), "--log-level", "debug",
+                *([] if "--metrics-addr" in extra else ["--metrics-addr", "127.0.0.1:0"]), *extra]
         agent = Agent(args, self.tmp / f"agent{len(self.agents)}.log")
         self.agents.append(agent)
         return agent
