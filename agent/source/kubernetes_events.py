@@ -2,12 +2,16 @@
 
 `kubectl describe trafficsplit my-app-split` then shows what `kernsplit validate` would print for
 it. The reconciler reports an object's diagnostics on every sync that touches it; the recorder
-posts an Event only for what is new: the same message on the same object is posted again only after
-`repeat_after`, and each object (and the agent as a whole) has a token bucket, as client-go's
-EventCorrelator has, so a flapping object cannot flood the API server.
+posts an Event only for what is new: the same message on the same object is reported again only
+after `repeat_after`, and then, as client-go's recorder does, by patching the Event already posted
+(its `count` and `lastTimestamp`: `kubectl describe` shows "x3 over 25m") instead of adding one; a
+new one is created only if that Event is gone (Events expire after an hour). Each object (and the
+agent as a whole) has a token bucket, as client-go's EventCorrelator has, so a flapping object
+cannot flood the API server.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -89,13 +93,22 @@ class TokenBucket:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    at: float                 # monotonic, when last reported
+    name: str                 # the Event's metadata.name
+    first: str                # its firstTimestamp
+    count: int
+    uid: str                  # of the object it was posted on (one deleted and made again is another)
+
+
 class EventPlanner:
     """Decides which Events to post (pure but for its memory of what was posted and when)."""
 
     def __init__(self, limits: EventLimits = EventLimits(), host: str = "",
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.limits, self.host, self.clock, self.wall = limits, host, clock, wall
-        self._posted: dict[tuple[ObjectKey, str, str], float] = {}
+        self._posted: dict[tuple[ObjectKey, str, str], _Posted] = {}
         self._buckets: dict[ObjectKey, TokenBucket] = {}
         self._agent = TokenBucket(limits.agent_burst, limits.agent_refill, clock())
         self._lock = threading.Lock()
@@ -111,16 +124,24 @@ class EventPlanner:
             for d in wanted:
                 reason, message = _reason(ref.kind, d), str(d)[:MESSAGE_LIMIT]
                 last = self._posted.get((key, reason, message))
-                if last is not None and now - last < self.limits.repeat_after:
+                if last is not None and last.uid != ref.uid:
+                    last = None
+                if last is not None and now - last.at < self.limits.repeat_after:
                     continue
                 bucket = self._buckets.setdefault(
                     key, TokenBucket(self.limits.object_burst, self.limits.object_refill, now))
                 if not (bucket.take(now) and self._agent.take(now)):
                     self.suppressed += 1
                     continue
-                self._posted[(key, reason, message)] = now
-                events.append(event_body(ref, reason, message, self.host, self.wall()))
+                body = event_body(ref, reason, message, self.host, self.wall())
+                if last is not None:          # the same Event again: one more occurrence of it
+                    body["metadata"]["name"], body["firstTimestamp"] = last.name, last.first
+                    body["count"] = last.count + 1
+                self._posted[(key, reason, message)] = _Posted(now, body["metadata"]["name"], body["firstTimestamp"],
+                                                              body["count"], ref.uid)
+                events.append(body)
         return events
+
 
 
 def _reason(kind: str, d: Diagnostic) -> str:
@@ -143,7 +164,18 @@ def event_body(ref: ObjectRef, reason: str, message: str, host: str, wall: float
 
 
 async def post_event(api: Any, body: Mapping[str, Any]) -> None:
-    """POST one Event (kr8s `Api`); raises on failure."""
-    async with api.call_api("POST", version="v1", namespace=body["metadata"]["namespace"], url="events",
-                            json=dict(body)):
+    """Write one Event (kr8s `Api`): a repeat (count > 1) patches the Event posted before, or, if that
+    one has expired, is created anew, as client-go's recorder does. Raises on failure."""
+    namespace = body["metadata"]["namespace"]
+    if body.get("count", 1) > 1:
+        patch = {"count": body["count"], "lastTimestamp": body["lastTimestamp"], "message": body["message"]}
+        try:
+            async with api.call_api("PATCH", version="v1", namespace=namespace,
+                                    url=f"events/{body['metadata']['name']}", content=json.dumps(patch),
+                                    headers={"Content-Type": "application/merge-patch+json"}):
+                return
+        except Exception as exc:
+            if getattr(getattr(exc, "response", None), "status_code", None) != 404:
+                raise
+    async with api.call_api("POST", version="v1", namespace=namespace, url="events", json=dict(body)):
         pass

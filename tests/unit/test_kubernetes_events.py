@@ -61,6 +61,21 @@ def test_the_same_message_is_posted_again_only_after_the_repeat_interval():
     assert len(planner.plan(KEY, ref, [ERROR])) == 1
 
 
+def test_a_repeat_after_the_interval_continues_the_same_event_and_a_new_object_gets_its_own():
+    planner, clock = _planner(repeat_after=600)
+    ref = ObjectRef.of(SPLIT)
+    [first] = planner.plan(KEY, ref, [ERROR])
+    clock.now += 601
+    [again] = planner.plan(KEY, ref, [ERROR])
+    assert again["metadata"]["name"] == first["metadata"]["name"]
+    assert (again["count"], again["firstTimestamp"]) == (2, first["firstTimestamp"])
+    clock.now += 601
+    assert planner.plan(KEY, ref, [ERROR])[0]["count"] == 3
+    remade = ObjectRef.of({**SPLIT, "metadata": {**SPLIT["metadata"], "uid": "u-2"}})   # deleted, created again
+    [fresh] = planner.plan(KEY, remade, [ERROR])
+    assert fresh["count"] == 1 and fresh["involvedObject"]["uid"] == "u-2"
+
+
 def test_a_flapping_object_is_limited_by_its_token_bucket():
     planner, clock = _planner(object_burst=3, object_refill=60, repeat_after=0.001)
     ref = ObjectRef.of(SPLIT)

@@ -17,6 +17,7 @@ from kernsplit.agent.model.diagnostics import Diagnostic
 from kernsplit.agent.source.contract import ObjectKey
 from kernsplit.agent.source.kubernetes import KubernetesSettings, KubernetesSource
 from kernsplit.agent.source.kubernetes_backoff import BackoffPolicy
+from kernsplit.agent.source.kubernetes_events import EventLimits
 from kernsplit.agent.source.kubernetes_reflector import ReflectorTiming
 
 FAST = KubernetesSettings(discovery_interval=0.2, node_name="node-1",
@@ -238,6 +239,29 @@ def test_a_reported_problem_becomes_an_event_on_the_object_once(lab_apiserver, r
     [event] = _events(lab_apiserver)
     assert event["involvedObject"]["uid"] == stored["metadata"]["uid"]
     assert (event["reason"], event["message"], event["type"]) == ("InvalidTrafficSplit", str(problem), "Warning")
+
+
+def test_a_problem_seen_again_later_counts_on_its_event_and_an_expired_event_is_posted_anew(lab_apiserver,
+                                                                                            run_source):
+    """As `kubectl describe` shows client-go's Events: one Event, "x2", not two Events."""
+    lab_apiserver.apply(split("bad"))
+    source, sink = run_source(events=EventLimits(repeat_after=0.2))
+    wait_for(lambda: sink.is_ready, "ready")
+    problem = Diagnostic("error", "kubernetes", "TrafficSplit default/bad", "spec.backends[1].weight",
+                         '"-5" is negative')
+    source.report(key(TS, "bad"), [problem])
+    wait_for(lambda: _events(lab_apiserver), "the Event")
+    time.sleep(0.3)
+    source.report(key(TS, "bad"), [problem])
+    wait_for(lambda: [e.get("count") for e in _events(lab_apiserver)] == [2], "the Event's count of 2")
+    [event] = _events(lab_apiserver)
+    assert event["lastTimestamp"] >= event["firstTimestamp"]
+
+    subprocess.run(["kubectl", "--kubeconfig", str(lab_apiserver.kubeconfig), "delete", "events", "--all"],
+                   capture_output=True, check=True, timeout=30)          # expired
+    time.sleep(0.3)
+    source.report(key(TS, "bad"), [problem])
+    wait_for(lambda: [e.get("count") for e in _events(lab_apiserver)] == [3], "the Event posted again")
 
 
 def _events(server) -> list[dict]:
