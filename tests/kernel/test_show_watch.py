@@ -21,7 +21,10 @@ def test_watch_shows_the_rollout_not_the_history(netns, topo, config):
     assert topo.connect(ROOT_IP, 80, n=100) == [0] * 100
     before = topo.accepted()
     assert before[V1] > 0
-    watch = subprocess.Popen([KERNSPLIT, "show", "--netns", netns, "--watch", "--interval", "3",
+    # The rollout below must land between two frames: the interval is stretched with every other
+    # wait on slow machines (an emulated CPU takes seconds to start the agent).
+    interval = round(scaled(3))
+    watch = subprocess.Popen([KERNSPLIT, "show", "--netns", netns, "--watch", "--interval", str(interval),
                               "--window", "60", "--count", "2"], stdout=subprocess.PIPE, text=True)
     try:
         first = [watch.stdout.readline()]           # the first frame is printed at once
@@ -37,7 +40,7 @@ def test_watch_shows_the_rollout_not_the_history(netns, topo, config):
     assert watch.returncode == 0
     first_frame = "".join(first)
     assert "waiting for a second sample" in first_frame
-    second = rest.split("Every 3s")[-1]
+    second = rest.split(f"Every {interval}s")[-1]
     v1, v2 = _row(second, "my-app-v1"), _row(second, "my-app-v2")
     # BACKEND WEIGHT DESIRED CONNS RATE RECENT [bar]
     assert v1[1:4] == ["0", "0.0%", "0"]            # weight 0: its rule (and counter) is gone
