@@ -107,22 +107,32 @@ def test_iptables_weight_edit_writes_only_that_split_ports_chain(netns, restores
 
 
 @pytest.mark.parametrize("mode", ["nft", "legacy"])
-def test_iptables_new_endpoint_address_writes_its_chain_and_the_hairpin_chain_only(netns, restores, mode):
+def test_iptables_new_endpoint_address_writes_its_chain_and_its_hairpin_shard_only(netns, restores, mode):
     desired = world()
     dp = IptablesDataplane(netns=netns, mode=mode)
     dp.sync(desired)
-    moved = port(2, Fraction(1, 2))
-    moved = replace(moved, endpoints=(moved.endpoints[0], replace(moved.endpoints[1], endpoint=Endpoint("10.1.0.9", TARGET))))
+
+    def moved_to(ip: str):
+        sp = port(2, Fraction(1, 2))
+        return replace(sp, endpoints=(sp.endpoints[0], replace(sp.endpoints[1], endpoint=Endpoint(ip, TARGET))))
+    # An address ending in a byte no endpoint had: a new shard, and the dispatcher's jump to it.
     restores.clear()
-    desired, changed = edit(desired, moved)
+    desired, changed = edit(desired, moved_to("10.1.0.9"))
     assert dp.sync(desired, changed=changed).written == 1
     [text] = restores
-    assert _chains_written(text) == {names.svc_chain(moved), names.HAIRPIN}, text
-    # what the partial write left is exactly what a full sync wants: it finds nothing to write
+    assert _chains_written(text) == {names.svc_chain(moved_to("10.1.0.9")), names.HAIRPIN,
+                                     names.hairpin_shard(9)}, text
+    # Another address of that shard instead: only the shard's chain, however many endpoints exist.
+    restores.clear()
+    desired, changed = edit(desired, moved_to("10.1.1.9"))
+    assert dp.sync(desired, changed=changed).written == 1
+    [text] = restores
+    assert _chains_written(text) == {names.svc_chain(moved_to("10.1.1.9")), names.hairpin_shard(9)}, text
+    # what the partial writes left is exactly what a full sync wants: it finds nothing to write
     restores.clear()
     assert dp.sync(desired, full=True).written == 0 and restores == []
-    assert any("10.1.0.9/32" in l for l in _lines_of(save(netns, IptablesBackend(mode), Family.V4, table="nat"),
-                                                      names.HAIRPIN))
+    nat = save(netns, IptablesBackend(mode), Family.V4, table="nat")
+    assert [l.split()[3] for l in _lines_of(nat, names.hairpin_shard(9))] == ["10.1.1.9/32"]
 
 
 @pytest.mark.parametrize("mode", ["nft"])

@@ -35,12 +35,16 @@ def test_weight_change_rewrites_only_that_service_chain():
     text = render_changes(changes)
     svc_seed, svc_70 = names.svc_chain(SEED), names.svc_chain(SEVENTY)
     # only the seed's SVC chain (weights, DNATs and backend metadata live there), and the hairpin
-    # list: v1's endpoints are no DNAT target any more
-    assert changes.written() == {svc_seed, names.HAIRPIN}
+    # shards of v1's endpoints, which are no DNAT target any more: 10.1.0.1 and .2 share theirs
+    # with SEVENTY's 10.1.1.1 and .2; 10.1.0.3's shard (shared with 10.1.1.3 of SEVENTY's
+    # weight-0 backend, no target either) goes, so the dispatcher changes too
+    assert changes.written() == {svc_seed, names.HAIRPIN, names.hairpin_shard(1), names.hairpin_shard(2)}
+    assert changes.tables[0].delete == (names.hairpin_shard(3),)
     assert svc_70 not in text and names.SERVICES not in text
-    assert not changes.tables[0].delete and not changes.tables[0].add_jumps
+    assert not changes.tables[0].add_jumps
     assert "10.1.0.1:8080" not in text and "10.1.0.4:8080" in text      # v1 at weight 0: no rule
-    assert "-s 10.1.0.1/32" not in text and "-s 10.1.0.4/32 -d 10.1.0.4/32" in text
+    assert "-s 10.1.0.1/32" not in text and "-s 10.1.1.1/32 -d 10.1.1.1/32" in text
+    assert "10.1.0.4/32" not in text                 # v2's shards did not change: not written
 
 
 def test_weight_change_between_nonzero_weights_rewrites_only_the_service_chain():
@@ -56,9 +60,12 @@ def test_hairpin_rule_per_distinct_endpoint_ip_of_the_family():
     nat = plan([SEED, shared, REFUSE]).table("nat")
     hairpin = nat.chain(names.HAIRPIN).rules
     assert "RETURN" in hairpin[0].args and "DNAT" in hairpin[0].args            # non-DNATed leave first
-    sources = [r.args[1] for r in hairpin[1:]]
-    assert sources == [f"10.1.0.{i}/32" for i in (1, 2, 3, 4, 5, 6, 9)]        # 10.1.0.1 once
-    assert all(r.args[1] == r.args[3] and r.target == "MASQUERADE" for r in hairpin[1:])
+    # then one jump per last byte of an endpoint address, to the shard holding those addresses
+    assert [(r.args[1], r.target) for r in hairpin[1:]] == [
+        (f"0.0.0.{i}/0.0.0.255", names.hairpin_shard(i)) for i in (1, 2, 3, 4, 5, 6, 9)]
+    masquerades = [r for i in (1, 2, 3, 4, 5, 6, 9) for r in nat.chain(names.hairpin_shard(i)).rules]
+    assert [r.args[1] for r in masquerades] == [f"10.1.0.{i}/32" for i in (1, 2, 3, 4, 5, 6, 9)]   # 10.1.0.1 once
+    assert all(r.args[1] == r.args[3] and r.target == "MASQUERADE" for r in masquerades)
     assert plan([REFUSE]).table("nat").chain(names.HAIRPIN).rules == (hairpin[0],)   # nothing DNATed, no rule
 
 

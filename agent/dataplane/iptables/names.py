@@ -15,6 +15,7 @@ SERVICES = "KS-SERVICES"     # nat: one rule per split port -> its KS-SVC chain
 REJECT = "KS-REJECT"         # filter: rejects connections nat marked as refused (one static rule)
 REFUSE = "KS-REFUSE"         # nat: marks a refused connection and ends the nat walk (see `refuse`)
 HAIRPIN = "KS-POSTROUTING"   # nat: masquerade connections DNATed back to their own source (hairpin)
+HAIRPIN_SHARD = "KS-HAIRPIN-"  # nat: ... by the endpoint address's last byte (KS-HAIRPIN-00 .. -FF)
 LEGACY_SEP = "KS-SEP-"       # per-endpoint chains of the earlier layout: never created any more
 
 
@@ -37,7 +38,11 @@ def is_ours(chain: str) -> bool:
 
     KS-SEP-* (per-endpoint chains of the earlier layout) are no longer planned but stay ours, so a
     sync over a kernel programmed by an older agent deletes them."""
-    return chain in (SERVICES, REJECT, REFUSE, HAIRPIN) or chain.startswith(("KS-SVC-", LEGACY_SEP))
+    return chain in (SERVICES, REJECT, REFUSE, HAIRPIN) or chain.startswith(("KS-SVC-", HAIRPIN_SHARD, LEGACY_SEP))
+
+
+def hairpin_shard(n: int) -> str:
+    return f"{HAIRPIN_SHARD}{n:02X}"
 
 
 # Ours: the chains above, in nat and filter; our jumps are the first rule of their built-in chain

@@ -26,10 +26,10 @@ def _own_chain_only(old: PortPlan | None, new: PortPlan | None) -> bool:
     return old is not None and new is not None and old.entry == new.entry and old.marks == new.marks
 
 
-def _hairpin(plans: Mapping[PortKey, PortPlan], family: Family) -> tuple[Chain, ...]:
-    """KS-POSTROUTING as `assemble` makes it (from every split port's endpoint IPs)."""
+def _hairpin(plans: Mapping[PortKey, PortPlan], family: Family, only: set[int] | None = None) -> tuple[Chain, ...]:
+    """KS-POSTROUTING and its shards as `assemble` makes them, or just the shards `only`."""
     ports = in_order(plans.values(), family)
-    return (hairpin.chain(pp.hairpin for pp in ports),) if ports else ()
+    return hairpin.chains((pp.hairpin_ips for pp in ports), only) if ports else ()
 
 
 def pair(old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan], changed: Collection[PortKey],
@@ -45,10 +45,17 @@ def pair(old: Mapping[PortKey, PortPlan], new: Mapping[PortKey, PortPlan], chang
     # end); listed on both sides it is not written, and the chains that jump to it stay checked.
     static = (refuse.nat_chain(),) if any(n.marks for _, n in touched) else ()
 
-    # An endpoint address added or removed changes the shared KS-POSTROUTING chain: that chain is
-    # made again from every split port's endpoint IPs (no other rule is), and compared as a whole.
-    moved = any(o.hairpin_ips != n.hairpin_ips for o, n in touched)
-    hairpins = (_hairpin(new, family), _hairpin(old, family)) if moved else ((), ())
+    # An endpoint address added or removed changes the KS-HAIRPIN chain of its last byte: those
+    # chains are made again from every split port's endpoint IPs (no other rule is) and compared
+    # whole. Only when a shard is created or emptied does the dispatcher (and so every shard, which
+    # it names) take part.
+    moved = hairpin.shards_of(ip for o, n in touched for ip in set(o.hairpin_ips) ^ set(n.hairpin_ips))
+    hairpins: tuple[tuple[Chain, ...], tuple[Chain, ...]] = ((), ())
+    if moved:
+        want, have = _hairpin(new, family, moved), _hairpin(old, family, moved)
+        if {c.name for c in want} != {c.name for c in have}:
+            want, have = _hairpin(new, family), _hairpin(old, family)
+        hairpins = (want, have)
 
     def only(chains, more) -> Ruleset:
         # No jumps on either side: they are not touched, so the diff leaves them alone.

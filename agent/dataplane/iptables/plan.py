@@ -137,9 +137,6 @@ class PortPlan:
         """Its endpoint IPs, each with a KS-POSTROUTING rule."""
         return hairpin.endpoint_ips(self.sp)
 
-    @property
-    def hairpin(self) -> tuple[Rule, ...]:
-        return hairpin.endpoint_rules(self.hairpin_ips)
 
 
 def port_plan(sp: SplitPort) -> PortPlan:
@@ -169,7 +166,7 @@ def assemble(port_plans: Iterable[PortPlan], family: Family = Family.V4) -> Rule
     marks = any(pp.marks for pp in ports)
     top = Chain(names.SERVICES, tuple(pp.entry for pp in ports))
     chains = [top, *(pp.chain for pp in ports), *([refuse.nat_chain()] if marks else []),
-              hairpin.chain(pp.hairpin for pp in ports)]
+              *hairpin.chains(pp.hairpin_ips for pp in ports)]
     jumps = (*_jumps(NAT_HOOKS, names.SERVICES, "split service connections"),
              *_jumps(("POSTROUTING",), names.HAIRPIN, "masquerade split connections DNATed to their source"))
     nat = Table("nat", tuple(chains), jumps)
