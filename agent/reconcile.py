@@ -43,7 +43,8 @@ IDLE_WAIT = 0.1          # seconds between checks of `stop` when nothing happens
 @dataclass(frozen=True)
 class Timing:
     resync_interval: float = 30.0   # seconds between full syncs (drift repair)
-    retry_interval: float = 1.0     # after a failed sync, try again this soon (full)
+    retry_interval: float = 1.0     # after a failed sync, try again this soon (full) ...
+    retry_cap: float = 8.0          # ... doubling while it keeps failing, up to this (or the resync interval)
     pacer: PacerConfig = field(default_factory=PacerConfig)
 
 
@@ -74,6 +75,7 @@ class Reconciler:
         self._touched: set[ObjectKey] = set()
         self._existed: dict[ObjectKey, bool] = {}    # before the first absorb: for the object counts
         self.last_sync: float | None = None          # monotonic end of the last successful sync
+        self._failures = 0                           # syncs failed in a row
 
     # --- events -> store -> desired ----------------------------------------------------------
 
@@ -175,9 +177,13 @@ class Reconciler:
         try:
             result = self.dataplane.sync(self.desired.ports, full=full, changed=changed)
         except Exception as exc:  # the agent must outlive a failed kernel write; it retries
-            log.error("sync (%s) failed: %s", reason, exc, extra={"reason": reason})
+            self._failures += 1
+            log.error("sync (%s) failed: %s%s", reason, exc,
+                      f" (failed {self._failures} times in a row; next try in {self._retry_delay():g}s)"
+                      if self._failures > 1 else "", extra={"reason": reason, "failures": self._failures})
             self._record(time.monotonic() - start, full, None)
             return None
+        self._failures = 0
         self._pending -= pending
         self.last_sync = time.monotonic()
         self._record(self.last_sync - start, full, result)
@@ -236,7 +242,7 @@ class Reconciler:
                 self.pacer.started(now)
                 self.apply(self.queue.drain())
                 if self._pending and self.sync(full=False, reason="config changed") is None:
-                    next_full = now + self.timing.retry_interval
+                    next_full = now + self._retry_delay()
         log.info("stopping; kernel state left in place")
         return EXIT_OK
 
@@ -246,7 +252,13 @@ class Reconciler:
         self.apply(self.queue.drain())
         ok = self.sync(full=True, reason=reason, everything=self.last_sync is None) is not None
         heap.release()              # what the full sync built and dropped, back to the kernel
-        return time.monotonic() + (self.timing.resync_interval if ok else self.timing.retry_interval)
+        return time.monotonic() + (self.timing.resync_interval if ok else self._retry_delay())
+
+    def _retry_delay(self) -> float:
+        """A kernel that keeps refusing (a target cgroup or netns gone, a lock held for minutes) is
+        retried ever less often, so that the log and the kernel are not hammered every second."""
+        doubled = self.timing.retry_interval * 2 ** max(self._failures - 1, 0)
+        return min(doubled, max(self.timing.retry_cap, self.timing.retry_interval), self.timing.resync_interval)
 
     def _wait(self, next_full: float | None) -> float:
         now = time.monotonic()
