@@ -140,7 +140,7 @@ def _run_ebpf(cfg, log, *, cleanup: bool, simulate: bool) -> bool:
     run after all: the node has no programs and --fallback iptables, or a cleanup that also
     removes what an earlier fallback run left."""
     from kernsplit.init import ebpf   # pyroute2 and libbpf only for this mode
-    pins = ebpf.loader.Pins(Path(cfg.bpffs) if cfg.bpffs else ebpf.DEFAULT_BPFFS)
+    pins = ebpf.Pins(Path(cfg.bpffs) if cfg.bpffs else ebpf.DEFAULT_BPFFS)
     if not simulate:
         _require(log, caps.ebpf_needs())
     try:
@@ -178,7 +178,7 @@ def _print_registration(reg, pins, ebpf) -> None:
     click.echo(f"pod {reg.settings.netns}: {ebpf.describe(reg.settings)}")
     if reg.settings.addresses:
         click.echo(f"own addresses (connects to them stay local): {', '.join(map(str, reg.settings.addresses))}")
-    click.echo(f"tc ingress filter {ebpf.loader.TC_PROGRAM} on: {', '.join(reg.interfaces) or 'no interface'}")
+    click.echo(f"tc ingress filter {ebpf.TC_PROGRAM} on: {', '.join(reg.interfaces) or 'no interface'}")
 
 
 def _print_plans(plans) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from kernsplit.agent.dataplane.ebpf import bpfsys, loader
+from kernsplit.agent.dataplane.ebpf import bpfsys
+from kernsplit.agent.dataplane.ebpf.pins import INTERCEPT_PROGRAMS, Pins, TC_PROGRAM
 from kernsplit.agent.dataplane.ebpf.pods import PodMaps, PodSettings, describe, netns_cookie
 from kernsplit.agent.netns import entered
 from kernsplit.init.config import InitConfig
@@ -38,12 +39,12 @@ class Registration:
     interfaces: tuple[str, ...]
 
 
-def node_ready(pins: loader.Pins) -> None:
+def node_ready(pins: Pins) -> None:
     """Raise NotLoadedError unless the node agent has loaded and attached the programs."""
-    missing = [p for p in (pins.map("ks_pods"), pins.map("ks_pod_counters"), pins.prog(loader.TC_PROGRAM))
+    missing = [p for p in (pins.map("ks_pods"), pins.map("ks_pod_counters"), pins.prog(TC_PROGRAM))
                if not p.exists()]
     if missing or not pins.intercepting():
-        what = missing[0] if missing else pins.link(next(iter(loader.INTERCEPT_PROGRAMS)))
+        what = missing[0] if missing else pins.link(next(iter(INTERCEPT_PROGRAMS)))
         raise NotLoadedError(
             f"the node's eBPF interception programs are not loaded ({what} is missing): run the node "
             "agent with `kernsplit agent --dataplane ebpf --interception` (same --bpffs), or use "
@@ -73,7 +74,7 @@ def planned(cfg: InitConfig, ipv6: bool) -> Registration:
                         tuple(name for _i, name in links))
 
 
-def register(cfg: InitConfig, ipv6: bool, pins: loader.Pins, log: logging.Logger) -> Registration:
+def register(cfg: InitConfig, ipv6: bool, pins: Pins, log: logging.Logger) -> Registration:
     node_ready(pins)
     reg = planned(cfg, ipv6)
     with PodMaps(pins) as maps:
@@ -84,7 +85,7 @@ def register(cfg: InitConfig, ipv6: bool, pins: loader.Pins, log: logging.Logger
     return reg
 
 
-def unregister(cfg: InitConfig, pins: loader.Pins, log: logging.Logger) -> None:
+def unregister(cfg: InitConfig, pins: Pins, log: logging.Logger) -> None:
     """Remove the pod's entry and our tc filters; only ours. Works when the node's programs are
     gone already (then there is no entry to remove)."""
     cookie = netns_cookie(cfg.netns)
@@ -101,9 +102,9 @@ def _ours(flt) -> bool:
     return bool(name) and name.startswith("ks_ic_")
 
 
-def _attach_ingress(netns, pins: loader.Pins, log: logging.Logger) -> None:
+def _attach_ingress(netns, pins: Pins, log: logging.Logger) -> None:
     """clsact + our bpf filter (direct action) on the ingress of every interface but loopback."""
-    prog_fd = bpfsys.obj_get(pins.prog(loader.TC_PROGRAM))
+    prog_fd = bpfsys.obj_get(pins.prog(TC_PROGRAM))
     try:
         with entered(netns):
             ipr = IPRoute()
@@ -112,9 +113,9 @@ def _attach_ingress(netns, pins: loader.Pins, log: logging.Logger) -> None:
                                 if not link["flags"] & IFF_LOOPBACK]:
                 if not any(q.get("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=index)):
                     ipr.tc("add", "clsact", index)
-                ipr.tc("replace-filter", "bpf", index, ":1", fd=prog_fd, name=loader.TC_PROGRAM,
+                ipr.tc("replace-filter", "bpf", index, ":1", fd=prog_fd, name=TC_PROGRAM,
                        parent=TC_PARENT_INGRESS, prio=TC_PRIO, classid=1, direct_action=True)
-                log.info("inbound: %s ingress steered by %s", name, loader.TC_PROGRAM)
+                log.info("inbound: %s ingress steered by %s", name, TC_PROGRAM)
     finally:
         os.close(prog_fd)
 

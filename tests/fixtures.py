@@ -257,7 +257,8 @@ def lab(netns):
         stop.set()
         for s in sockets:
             s.close()
-        from kernsplit.agent.dataplane.ebpf.loader import Pins, remove
+        from kernsplit.agent.dataplane.ebpf.links import remove
+        from kernsplit.agent.dataplane.ebpf.pins import Pins
         remove(Pins(bpffs))
         cgroup.rmdir()
 
@@ -322,8 +323,8 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def program_ids(dp) -> dict[str, int]:
     """Kernel ids of the programs pinned by an EbpfDataplane: equal ids mean nothing was reloaded."""
-    from kernsplit.agent.dataplane.ebpf import loader
-    return {name: loader.prog_id(dp.pins.prog(name)) for name in loader.PROGRAMS
+    from kernsplit.agent.dataplane.ebpf import links, pins
+    return {name: links.prog_id(dp.pins.prog(name)) for name in pins.PROGRAMS
             if dp.pins.prog(name).exists()}
 
 

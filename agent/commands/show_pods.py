@@ -16,15 +16,15 @@ DEFAULT_BPFFS = Path("/sys/fs/bpf/kernsplit")
 
 
 def registered(bpffs: str | None) -> list[RegisteredPod]:
-    from kernsplit.agent.dataplane.ebpf import loader
+    from kernsplit.agent.dataplane.ebpf.pins import MissingPins, Pins
     from kernsplit.agent.dataplane.ebpf.pods import PodMaps
-    pins = loader.Pins(Path(bpffs) if bpffs else DEFAULT_BPFFS)
+    pins = Pins(Path(bpffs) if bpffs else DEFAULT_BPFFS)
     if not pins.map("ks_pods").exists():
         raise click.ClickException(f"no eBPF interception install under {pins.root} "
                                    "(kernsplit agent --dataplane ebpf --interception)")
     missing = [pins.map(m) for m in ("ks_pod_addrs", "ks_pod_counters") if not pins.map(m).exists()]
     if missing:
-        raise click.ClickException(str(loader.MissingPins(pins, missing)))
+        raise click.ClickException(str(MissingPins(pins, missing)))
     with PodMaps(pins) as maps:
         return maps.registered()
 

@@ -112,9 +112,9 @@ def test_a_repaired_object_is_not_repaired_again(live, caplog):
 
 
 def _pins(root: Path) -> list[Path]:
-    from kernsplit.agent.dataplane.ebpf import loader
-    return ([root / "maps" / m for m in loader.MAPS] + [root / "progs" / p for p in loader.PROGRAMS]
-            + [root / "links" / p for p in loader.PROGRAMS])
+    from kernsplit.agent.dataplane.ebpf import pins
+    return ([root / "maps" / m for m in pins.MAPS] + [root / "progs" / p for p in pins.PROGRAMS]
+            + [root / "links" / p for p in pins.PROGRAMS])
 
 
 def test_show_warns_that_a_listed_split_is_not_enforced(live):

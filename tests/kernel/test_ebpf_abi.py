@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from kernsplit.agent.dataplane.ebpf import abi, loader
+from kernsplit.agent.dataplane.ebpf import abi, loader, sources
+from kernsplit.agent.dataplane.ebpf.pins import MAPS, Pins
 from kernsplit.agent.dataplane.ebpf.headers import bcc_environment
 
 pytestmark = [pytest.mark.kernel, pytest.mark.bpf]
@@ -29,8 +30,8 @@ def compiled(request):
         pytest.skip("needs root")
     os.environ.update(bcc_environment())
     from bcc import BPF
-    text = "\n".join((loader.BPF_SRC / f).read_text() for f in loader.SOURCES)
-    bpf = BPF(text=text.encode(), cflags=[f"-I{loader.BPF_SRC}", "-Wno-unused-function"])
+    text = "\n".join((sources.BPF_SRC / f).read_text() for f in sources.SOURCES)
+    bpf = BPF(text=text.encode(), cflags=[f"-I{sources.BPF_SRC}", "-Wno-unused-function"])
     yield bpf
     bpf.cleanup()
 
@@ -56,11 +57,11 @@ def test_map_sizes_match_the_header_limits(compiled):
 
 
 def test_every_pinned_map_has_a_mirror(compiled):
-    assert set(loader.MAPS) == set(abi.MAP_TYPES)
+    assert set(MAPS) == set(abi.MAP_TYPES)
 
 
 def test_every_mirror_matches_the_compiled_btf(compiled):
-    loader.check_alignment({n: compiled.get_table(n.encode()).map_fd for n in loader.MAPS})
+    loader.check_alignment({n: compiled.get_table(n.encode()).map_fd for n in MAPS})
 
 
 class WrongSlot(ct.Structure):
@@ -71,7 +72,7 @@ class WrongSlot(ct.Structure):
 
 def test_loading_with_a_wrong_mirror_fails_naming_the_field_and_pins_nothing(monkeypatch, tmp_path):
     monkeypatch.setitem(abi.MAP_TYPES, "ks_slots", (abi.SlotKey, WrongSlot))
-    pins = loader.Pins(tmp_path / "pins")
+    pins = Pins(tmp_path / "pins")
     with pytest.raises(loader.AlignmentError) as err:
         loader.compile_and_pin(pins)
     assert "ks_slots value (struct ks_slot).backend: at offset 22 compiled, 20 mirrored" in str(err.value)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kernsplit.agent.dataplane.ebpf import abi, headers, loader
+from kernsplit.agent.dataplane.ebpf import abi, headers, sources
 
 
 def test_autoconf_from_config():
@@ -67,7 +67,7 @@ def test_config_gz_preferred_and_absence_names_both_places(tmp_path):
 
 
 def test_python_limits_match_header():
-    text = (loader.BPF_SRC / "ks_types.h").read_text()
+    text = (sources.BPF_SRC / "ks_types.h").read_text()
     defines = dict(re.findall(r"#define (KS_\w+)\s+(\d+)\b", text))
     for name in ("KS_MAX_SPLITS", "KS_MAX_BACKENDS", "KS_SLOTS_LOG2", "KS_NAME_LEN",
                  "KS_SPLIT_NAME_LEN", "KS_KIND_LEN", "KS_SCHEMA_LEN", "KS_MAX_SPLIT_UIDS"):

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from kernsplit.agent.dataplane.ebpf.loader import Repair, link_problem
+from kernsplit.agent.dataplane.ebpf.links import link_problem
+from kernsplit.agent.dataplane.ebpf.pins import Repair
 
 CGROUP = Path("/sys/fs/cgroup/unified/kubepods")
 

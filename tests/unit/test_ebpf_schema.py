@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from kernsplit.agent.dataplane.ebpf import abi, plan, schema
-from kernsplit.agent.dataplane.ebpf.loader import BPF_SRC
+from kernsplit.agent.dataplane.ebpf.sources import BPF_SRC
 
 
 def test_fingerprint_is_stable_and_sized_for_the_map():

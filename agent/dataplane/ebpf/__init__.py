@@ -2,8 +2,10 @@
 
 C sources are in bpf/ (schema: bpf/ks_types.h). Modules: `thresholds` (exact weight bounds over
 the random space), `plan` (pure: images and ordered map operations), `limits` (the header's
-#defines), `abi` (ctypes mirrors), `maps`/`bpfsys` (map I/O over libbpf), `loader` (BCC compile,
-pins, cgroup links), `headers` (kernel tree for BCC), `dataplane` (the protocol).
+#defines), `abi` (ctypes mirrors), `maps`/`bpfsys` (map I/O over libbpf), `pins` (what an
+install is made of and where it is pinned), `loader` (BCC compile, checked against the mirrors,
+and pinning; run by `build` in a child process), `links` (cgroup attachment, swapping installs,
+removal), `headers` (kernel tree for BCC), `dataplane` (the protocol).
 
 `EbpfDataplane` is imported on first use, so importing a pure module of this package (`plan`,
 `thresholds`) loads neither ctypes nor libbpf.

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from kernsplit.agent.dataplane.ebpf import loader
+from kernsplit.agent.dataplane.ebpf.pins import LoaderError, Pins
 
 log = logging.getLogger("kernsplit.agent.ebpf")
 
@@ -29,24 +30,24 @@ TIMEOUT = 300.0            # seconds; a compile takes under a second
 _ERRORS = {"AlignmentError": loader.AlignmentError}
 
 
-def compile_and_pin(pins: loader.Pins) -> float:
+def compile_and_pin(pins: Pins) -> float:
     """`loader.compile_and_pin(pins)` in a child process. Returns the seconds the compile took."""
     argv = [sys.executable, "-m", __name__, str(pins.root), str(os.getpid())]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise loader.LoaderError(f"compiling the BPF programs took more than {TIMEOUT:.0f} s") from exc
+        raise LoaderError(f"compiling the BPF programs took more than {TIMEOUT:.0f} s") from exc
     answer = _answer(proc.stdout)
     if answer is None:
-        raise loader.LoaderError(f"compiling the BPF programs failed (exit {proc.returncode}): "
-                                 f"{proc.stderr.strip()[-2000:] or 'no output'}")
+        raise LoaderError(f"compiling the BPF programs failed (exit {proc.returncode}): "
+                          f"{proc.stderr.strip()[-2000:] or 'no output'}")
     for level, message in answer.get("logs", ()):
         log.log(level, "%s", message)
     if answer.get("logs") and proc.stderr.strip():
         # A program was refused: the verifier's own account (BCC prints it) is what tells why.
         log.warning("ebpf: the BPF compiler and verifier said:\n%s", _verdict(proc.stderr))
     if "error" in answer:
-        raise _ERRORS.get(answer["error"], loader.LoaderError)(answer["message"])
+        raise _ERRORS.get(answer["error"], LoaderError)(answer["message"])
     return float(answer["seconds"])
 
 
@@ -96,7 +97,7 @@ def main(root: str, parent: int | None = None) -> int:
     tree.addHandler(collected)
     tree.setLevel(logging.WARNING)
     try:
-        seconds = loader.compile_and_pin(loader.Pins(Path(root)))
+        seconds = loader.compile_and_pin(Pins(Path(root)))
     except Exception as exc:  # noqa: BLE001 (BCC raises a bare Exception with the compiler's verdict)
         answer = {"error": type(exc).__name__, "message": str(exc) or type(exc).__name__}
     else:

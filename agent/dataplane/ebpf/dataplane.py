@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kernsplit.agent import mounts
 from kernsplit.agent.dataplane.base import Desired, ObservedBackend, ObservedSplit, PortKey, SyncResult, by_key
-from kernsplit.agent.dataplane.ebpf import build, loader, plan, preview, schema
+from kernsplit.agent.dataplane.ebpf import build, links, pins, plan, preview, schema
 from kernsplit.agent.dataplane.ebpf.maps import KernelMaps, carry, installed_schema
 from kernsplit.agent.model.resolved import SplitPort
 
@@ -52,7 +52,7 @@ class EbpfDataplane:
                  interception: bool = False):
         self.cgroup = Path(cgroup) if cgroup else None
         self.interception = interception
-        self.pins = loader.Pins(Path(bpffs) if bpffs else DEFAULT_BPFFS)
+        self.pins = pins.Pins(Path(bpffs) if bpffs else DEFAULT_BPFFS)
         self.config = plan.config_image(schema.fingerprint(), split_uids)
         self.rejected: list[str] = []                 # messages of the last sync's skipped splits
         self.replaced = False                         # this instance replaced another schema's install
@@ -66,7 +66,7 @@ class EbpfDataplane:
         self.last_write_seconds = 0.0                 # time the last sync spent writing maps
         self.links_created = 0
         self._progs: dict[Path, int] = {}            # pin -> our fd, to pin a program again
-        self._started: list[loader.Repair] = []      # repairs made by the start (`_ready`)
+        self._started: list[pins.Repair] = []      # repairs made by the start (`_ready`)
 
     # --- Dataplane protocol ------------------------------------------------------------------
 
@@ -104,16 +104,16 @@ class EbpfDataplane:
         return SyncResult(written=p.written, removed=p.removed, unchanged=unchanged,
                           repaired=tuple(r.metric for r in repaired))
 
-    def _repair(self) -> list[loader.Repair]:
+    def _repair(self) -> list[pins.Repair]:
         """Verify the pins and the attachments under the maps (a full sync's second half), repair
         what is broken, and log each repair."""
         assert self._maps is not None
-        found = loader.repin(self._maps.held(), "map pin") + loader.repin(self._progs, "program pin")
-        found += loader.attach(self.pins, self._cgroup(), self.interception)
+        found = pins.repin(self._maps.held(), "map pin") + pins.repin(self._progs, "program pin")
+        found += links.attach(self.pins, self._cgroup(), self.interception)
         self._log_repairs(found)
         return found
 
-    def _log_repairs(self, repairs: Iterable[loader.Repair]) -> None:
+    def _log_repairs(self, repairs: Iterable[pins.Repair]) -> None:
         for r in repairs:
             log.warning("ebpf: repaired %s", r, extra={"dataplane": self.name, "repaired": r.kind,
                                                      "object": r.name})
@@ -183,7 +183,7 @@ class EbpfDataplane:
 
     def cleanup(self) -> None:
         self.close()
-        loader.remove(self.pins)
+        links.remove(self.pins)
 
     def installed(self) -> bool:
         return self.pins.any()
@@ -192,7 +192,7 @@ class EbpfDataplane:
         if not self.installed():
             return []
         return [f"{p}: connections are not split until the agent's next full resync"
-                for p in loader.unattached(self.pins)]
+                for p in links.unattached(self.pins)]
 
     def capacity(self) -> dict[str, tuple[int, int]]:
         """(entries in use, max entries) per pinned hash map, for the fill-ratio metric; read
@@ -210,7 +210,7 @@ class EbpfDataplane:
             return []
         missing = self.pins.missing_maps()
         if missing and self._maps is None:
-            raise loader.MissingPins(self.pins, missing)
+            raise pins.MissingPins(self.pins, missing)
         maps = self._maps or KernelMaps(self.pins)
         try:
             out = []
@@ -243,13 +243,13 @@ class EbpfDataplane:
     def _ready(self, images: Iterable[plan.SplitImage]) -> KernelMaps:
         if self._maps is not None:
             return self._maps
-        loader.ensure_bpffs(self.pins.root)
+        pins.ensure_bpffs(self.pins.root)
         staging = self.pins.staging()
         if staging.root.exists():
-            loader.remove(staging)         # left by a crash during a replacement; never attached
+            links.remove(staging)         # left by a crash during a replacement; never attached
         found = installed_schema(self.pins)
         adopted = found == self.config.schema
-        rebuilt: list[loader.Repair] = []
+        rebuilt: list[pins.Repair] = []
         if adopted and not self.pins.missing(self.interception):
             pass                               # adopt: same programs, same map layouts
         elif adopted:
@@ -264,29 +264,29 @@ class EbpfDataplane:
                         self.config.schema.hex()[:12])
             self.compile_seconds = build.compile_and_pin(staging)
             self._fill(staging, images)
-            loader.swap(self.pins, staging)
+            links.swap(self.pins, staging)
             self.replaced = True
         else:
             # Nothing attached (first install, or a crash during it): start clean.
-            loader.remove(self.pins)
+            links.remove(self.pins)
             self.compile_seconds = build.compile_and_pin(self.pins)
         maps = KernelMaps(self.pins)
         try:
             if maps.config() != self.config:   # before attaching: the uid filter holds at once
                 maps.write_config(self.config)
-            links = loader.attach(self.pins, self._cgroup(), self.interception)
-            self._progs = loader.held_programs(self.pins)
+            created = links.attach(self.pins, self._cgroup(), self.interception)
+            self._progs = pins.held_programs(self.pins)
         except BaseException:
             maps.close()
             raise
-        self.links_created = len(links)
+        self.links_created = len(created)
         if adopted:                            # links an install of ours lost are repairs too
-            self._started = rebuilt + links
-            self._log_repairs(links)
+            self._started = rebuilt + created
+            self._log_repairs(created)
         self._maps = maps
         return maps
 
-    def _rebuild(self, staging: loader.Pins, images: Iterable[plan.SplitImage]) -> list[loader.Repair]:
+    def _rebuild(self, staging: pins.Pins, images: Iterable[plan.SplitImage]) -> list[pins.Repair]:
         """Our own schema, but map or program pins are gone, and with them the only way to open
         those objects (by id needs CAP_SYS_ADMIN). Build the same install beside it, copy every
         map's entries over (counters included), fill, and swap programs in place."""
@@ -294,18 +294,18 @@ class EbpfDataplane:
         self.compile_seconds = build.compile_and_pin(staging)
         copied = carry(self.pins, staging)
         self._fill(staging, images)
-        loader.swap(self.pins, staging)
+        links.swap(self.pins, staging)
         # Counters are per backend index of ks_meta's list: without either map they mean nothing.
         kept = ("connection counters kept" if {"ks_counters", "ks_meta"} <= set(copied)
                 else "connection counters restart from zero")
-        repairs = [loader.Repair("map pin" if p.parent.name == "maps" else "program pin", p.name,
+        repairs = [pins.Repair("map pin" if p.parent.name == "maps" else "program pin", p.name,
                                  f"pin {p} was missing: rebuilt the install under {self.pins.root} with the "
                                  f"same schema, map entries copied over ({kept})")
                    for p in missing]
         self._log_repairs(repairs)
         return repairs
 
-    def _fill(self, staged: loader.Pins, images: Iterable[plan.SplitImage]) -> None:
+    def _fill(self, staged: pins.Pins, images: Iterable[plan.SplitImage]) -> None:
         """Write config and every split into a new install's maps before it goes live (over
         what `carry` copied into them, if anything)."""
         maps = KernelMaps(staged)

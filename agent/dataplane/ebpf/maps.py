@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from kernsplit.agent.dataplane.ebpf import abi, bpfsys, plan
-from kernsplit.agent.dataplane.ebpf.loader import MAPS, Pins
+from kernsplit.agent.dataplane.ebpf.pins import MAPS, Pins
 
 
 def _addr_words(ip: str):

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 
 from kernsplit.agent.dataplane.ebpf import abi, bpfsys
-from kernsplit.agent.dataplane.ebpf.loader import Pins
+from kernsplit.agent.dataplane.ebpf.pins import Pins
 from kernsplit.agent.netns import entered
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
