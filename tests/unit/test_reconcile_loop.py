@@ -1,4 +1,5 @@
-"""A dataplane that keeps failing is retried ever less often, and says so; one success resets it."""
+"""The reconcile loop: a dataplane that keeps failing is retried ever less often, and says so (one
+success resets it); a partial first view is stored but not resolved."""
 from __future__ import annotations
 
 import logging
@@ -50,3 +51,23 @@ def test_the_retry_never_waits_longer_than_a_resync(tmp_path, caplog):
         for _ in range(4):
             loop.sync(full=True, reason="resync")
     assert _failed_lines(caplog)[-1].endswith("next try in 3s)")
+
+
+def test_objects_before_the_first_complete_view_are_stored_but_neither_resolved_nor_reported(tmp_path, caplog):
+    """Each list is parsed as it arrives (its packed objects freed at once), but a partial view
+    (a split whose backends are not listed yet) must not be resolved or reported as broken."""
+    from kernsplit.agent.source.events import Upsert
+    from kernsplit.agent.source.packed import pack
+    split = {"apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+             "metadata": {"name": "s", "namespace": "default"},
+             "spec": {"service": "web", "backends": [{"service": "web-v1", "weight": 1}]}}
+    services = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": n, "namespace": "default"},
+                 "spec": {"clusterIP": ip, "ports": [{"port": 80, "targetPort": 8080}]}}
+                for n, ip in (("web", "10.96.0.10"), ("web-v1", "10.96.0.11"))]
+    loop = Reconciler(_Flaky(0), FileSource([tmp_path]))
+    with caplog.at_level(logging.INFO, logger="kernsplit.agent"):
+        loop.absorb([Upsert("kubernetes:splits", pack(split))])
+        assert loop.store.splits and not loop.desired.ports and not caplog.records
+        delta = loop.apply([Upsert("kubernetes:services", pack(s)) for s in services])
+    assert [k[:2] for k in delta.changed] == [("10.96.0.10", 80)]
+    assert any("web-v1" in r.getMessage() and "no ready" in r.getMessage() for r in caplog.records)
