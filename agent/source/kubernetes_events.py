@@ -20,6 +20,7 @@ from typing import Any
 
 from kernsplit.agent.model.diagnostics import Diagnostic
 from kernsplit.agent.source.contract import ObjectKey, RawObject
+from kernsplit.agent.source.kubernetes_reflector import status_code
 from kernsplit.agent.source.packed import Packed, key_of as pack_key
 
 COMPONENT = "kernsplit-agent"
@@ -175,7 +176,7 @@ async def post_event(api: Any, body: Mapping[str, Any]) -> None:
                                     headers={"Content-Type": "application/merge-patch+json"}):
                 return
         except Exception as exc:
-            if getattr(getattr(exc, "response", None), "status_code", None) != 404:
+            if status_code(exc) != 404:
                 raise
     async with api.call_api("POST", version="v1", namespace=namespace, url="events", json=dict(body)):
         pass
